@@ -1,0 +1,5 @@
+//! imagec: a standalone container image pull client.
+pub mod digest;
+pub mod platform;
+pub mod reference;
+pub mod registry;

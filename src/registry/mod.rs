@@ -1,0 +1,2 @@
+//! The registry client: endpoint discovery, auth, and requests (distribution spec v2).
+pub mod challenge;
