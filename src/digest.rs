@@ -89,7 +89,9 @@ impl FromStr for Digest {
             other => return Err(DigestError::Algorithm(other.to_string())),
         };
         let valid = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::Hex(s.to_string()));
         }

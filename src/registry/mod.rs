@@ -1,2 +1,454 @@
-//! The registry client: endpoint discovery, auth, and requests (distribution spec v2).
+//! The registry client (distribution spec v2): endpoint discovery, auth, retries, and the
+//! manifest and blob requests the pull pipeline makes. Submodules own one thing each:
+//! `http` the agent and redirects, `auth` endpoints and tokens, `challenge` the header
+//! grammar, `errors` what can fail.
+
+pub mod auth;
 pub mod challenge;
+pub mod errors;
+pub mod http;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ureq::http::Response;
+use ureq::Body;
+
+use self::auth::Endpoint;
+pub use self::errors::{ErrorBody, RegistryError};
+use self::http::{header, Http, Method};
+use crate::credentials::{CredentialError, CredentialSource};
+use crate::digest::Digest;
+use crate::manifest::media;
+use crate::reference::Reference;
+use crate::report::Reporter;
+
+/// SPEC: "Cap manifest size (4 MiB)".
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Everything the client needs, resolved once from flags and environment.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub http: http::HttpSettings,
+    pub credentials: CredentialSource,
+    /// `--insecure-allow-http`: try plain HTTP when HTTPS fails, for every registry.
+    pub allow_http: bool,
+    /// Attempts for a transient failure (at least 1).
+    pub attempts: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+}
+
+impl ClientError {
+    pub fn registry(&self) -> Option<&RegistryError> {
+        match self {
+            ClientError::Registry(e) => Some(e),
+            ClientError::Credentials(_) => None,
+        }
+    }
+}
+
+/// A manifest as the registry served it, verified against the digest it was asked for or
+/// the one the registry announced.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    pub bytes: Vec<u8>,
+    /// `Content-Type`, without parameters.
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// What a `HEAD` of a manifest says.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+pub struct Registry {
+    http: Http,
+    settings: RegistrySettings,
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+    reporter: Arc<dyn Reporter>,
+    deadline: Option<Instant>,
+}
+
+/// The `Accept` list: every manifest type we understand, schema1 last (a registry given no
+/// Accept, or only schema1, converts schema2 to schema1 on the fly).
+pub fn manifest_accept() -> String {
+    [
+        media::OCI_INDEX,
+        media::OCI_MANIFEST,
+        media::DOCKER_LIST,
+        media::DOCKER_MANIFEST,
+        media::DOCKER_SCHEMA1_SIGNED,
+        media::DOCKER_SCHEMA1,
+    ]
+    .join(", ")
+}
+
+impl Registry {
+    pub fn new(
+        settings: RegistrySettings,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Registry, http::TlsSetupError> {
+        let http = Http::new(&settings.http, reporter.clone())?;
+        Ok(Registry {
+            http,
+            deadline: settings.http.timeout.map(|t| Instant::now() + t),
+            settings,
+            endpoints: Mutex::new(HashMap::new()),
+            reporter,
+        })
+    }
+
+    /// HEAD a manifest: its digest without its bytes. `None` when the registry does not say
+    /// (no `Docker-Content-Digest`), or answers an error a GET would explain better.
+    pub fn head_manifest(&self, r: &Reference) -> Result<Option<ManifestHead>, ClientError> {
+        let path = format!("manifests/{}", r.manifest_reference());
+        let accept = manifest_accept();
+        let resp = match self.request(r, Method::Head, &path, &[("Accept", accept)], "manifest") {
+            Ok(resp) => resp,
+            Err(ClientError::Registry(
+                RegistryError::NotFound { .. } | RegistryError::Status { .. },
+            )) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let digest = header(&resp, "docker-content-digest").and_then(|d| d.parse().ok());
+        let media_type = content_type(&resp);
+        Ok(digest.map(|digest| ManifestHead { digest, media_type }))
+    }
+
+    /// GET a manifest by tag or digest (`reference` is what goes after `/manifests/`), capped
+    /// at 4 MiB and verified: against `expected` when given, else against the registry's
+    /// `Docker-Content-Digest`.
+    pub fn get_manifest(
+        &self,
+        r: &Reference,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<RawManifest, ClientError> {
+        let path = format!("manifests/{reference}");
+        let accept = manifest_accept();
+        let resp = self.request(r, Method::Get, &path, &[("Accept", accept)], "manifest")?;
+        let url = self.url_of(r, &path)?;
+        let announced =
+            header(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let media_type = content_type(&resp);
+        if resp
+            .body()
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST)
+        {
+            return Err(RegistryError::ManifestTooLarge {
+                url,
+                limit: MAX_MANIFEST,
+            }
+            .into());
+        }
+        let mut bytes = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| RegistryError::Body {
+                url: url.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(RegistryError::ManifestTooLarge {
+                url,
+                limit: MAX_MANIFEST,
+            }
+            .into());
+        }
+        let actual = Digest::sha256_of(&bytes);
+        // A signed schema1 manifest's digest covers its JWS payload, not these bytes; it is
+        // verified where schema1 is parsed.
+        let schema1 = media::is_schema1(&media_type, &bytes);
+        if let Some(want) = expected.or(announced.as_ref()) {
+            if !schema1 && want != &actual {
+                return Err(RegistryError::ManifestDigest {
+                    url,
+                    expected: want.clone(),
+                    actual,
+                }
+                .into());
+            }
+        }
+        Ok(RawManifest {
+            bytes,
+            media_type,
+            digest: expected.cloned().unwrap_or(actual),
+        })
+    }
+
+    /// Open a blob stream at `offset` (0 for the whole blob). Returns the reader and the offset
+    /// it actually starts at: 0 when the server ignored the Range and sent everything.
+    pub fn open_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<(Box<dyn Read + Send>, u64), ClientError> {
+        let path = format!("blobs/{digest}");
+        let mut headers = Vec::new();
+        if offset > 0 {
+            headers.push(("Range", format!("bytes={offset}-")));
+        }
+        let resp = self.request(r, Method::Get, &path, &headers, "blob")?;
+        let status = resp.status().as_u16();
+        let start = if offset > 0 && status == 206 {
+            let range = header(&resp, "content-range").unwrap_or("");
+            if parse_content_range_start(range) != Some(offset) {
+                return Err(RegistryError::BadRange {
+                    url: self.url_of(r, &path)?,
+                    status,
+                    offset,
+                    content_range: range.to_string(),
+                }
+                .into());
+            }
+            offset
+        } else {
+            0
+        };
+        Ok((Box::new(resp.into_body().into_reader()), start))
+    }
+
+    /// A full URL for a repository path, once the endpoint is known (for messages).
+    pub fn url_of(&self, r: &Reference, path: &str) -> Result<String, ClientError> {
+        let ep = self.endpoint(r)?;
+        Ok(format!("{}/v2/{}/{path}", ep.base, r.repository()))
+    }
+
+    /// The endpoint for a reference's registry, probed once per run.
+    fn endpoint(&self, r: &Reference) -> Result<Arc<Endpoint>, ClientError> {
+        let host = r.api_host().to_string();
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ep) = endpoints.get(&host) {
+            return Ok(ep.clone());
+        }
+        let credentials = self.settings.credentials.lookup(r.registry())?;
+        let allow_http = self.settings.allow_http || r.is_loopback();
+        let ep = self.with_retries(&format!("contacting {host}"), || {
+            probe(&self.http, &host, allow_http, credentials.clone())
+        })?;
+        if self.reporter.is_verbose() {
+            self.reporter.verbose(&format!(
+                "registry {host}: {} ({:?})",
+                ep.base,
+                match &ep.scheme {
+                    auth::Scheme::Anonymous => "no authentication".to_string(),
+                    auth::Scheme::Basic => "basic authentication".to_string(),
+                    auth::Scheme::Bearer { realm, .. } => format!("bearer tokens from {realm}"),
+                },
+            ));
+        }
+        let ep = Arc::new(ep);
+        endpoints.insert(host, ep.clone());
+        Ok(ep)
+    }
+
+    /// One request to `/v2/<repository>/<path>` with auth, renewal of a refused token, status
+    /// mapping and retries of transient failures. Returns only 2xx responses.
+    fn request(
+        &self,
+        r: &Reference,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        what: &str,
+    ) -> Result<Response<Body>, ClientError> {
+        let ep = self.endpoint(r)?;
+        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
+        let scope = format!("repository:{}:pull", r.repository());
+        let what = format!("{what} {}", describe(r, path));
+        self.with_retries(&format!("{} {url}", method.as_str()), || {
+            let mut renewed = false;
+            loop {
+                let auth = ep.authorization(&self.http, &scope)?;
+                let mut resp = self.http.send(method, &url, headers, auth.as_ref())?;
+                let status = resp.status().as_u16();
+                if (200..300).contains(&status) {
+                    return Ok(resp);
+                }
+                let body = if method == Method::Head {
+                    ErrorBody::default()
+                } else {
+                    let bytes = resp
+                        .body_mut()
+                        .with_config()
+                        .limit(64 << 10)
+                        .read_to_vec()
+                        .unwrap_or_default();
+                    ErrorBody::parse(&bytes)
+                };
+                match status {
+                    // A token that the registry refuses although we thought it live has expired
+                    // or been revoked mid-pull: fetch a new one once and send again.
+                    401 if ep.uses_tokens() && !renewed => {
+                        ep.invalidate(&scope);
+                        renewed = true;
+                        if self.reporter.is_verbose() {
+                            self.reporter
+                                .verbose("token refused: fetching a new one and retrying");
+                        }
+                        continue;
+                    }
+                    401 => {
+                        return Err(RegistryError::Unauthorized {
+                            url: url.clone(),
+                            body,
+                            has_credentials: ep.credentials.is_some(),
+                        })
+                    }
+                    403 => {
+                        return Err(RegistryError::Denied {
+                            url: url.clone(),
+                            body,
+                        })
+                    }
+                    404 => {
+                        return Err(RegistryError::NotFound {
+                            what: what.clone(),
+                            url: url.clone(),
+                            body,
+                        })
+                    }
+                    _ => {
+                        return Err(RegistryError::Status {
+                            method: method.as_str(),
+                            url: url.clone(),
+                            status,
+                            body,
+                            retry_after: header(&resp, "retry-after")
+                                .and_then(crate::retry::parse_retry_after),
+                        })
+                    }
+                }
+            }
+        })
+        .map_err(ClientError::from)
+    }
+
+    /// Run `op` until it succeeds, fails finally, runs out of attempts, or the deadline passes.
+    pub fn with_retries<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut() -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let attempts = self.settings.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < attempts => {
+                    let delay = crate::retry::backoff(attempt, e.retry_after());
+                    if let Some(deadline) = self.deadline {
+                        if Instant::now() + delay >= deadline {
+                            return Err(RegistryError::Deadline {
+                                seconds: self.settings.http.timeout.map_or(0, |t| t.as_secs()),
+                                last: e.to_string(),
+                            });
+                        }
+                    }
+                    self.reporter.retrying(what, attempt, delay, &e.to_string());
+                    std::thread::sleep(delay);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Attempts for a transient failure, as configured.
+    pub fn attempts(&self) -> u32 {
+        self.settings.attempts.max(1)
+    }
+
+    pub fn reporter(&self) -> &Arc<dyn Reporter> {
+        &self.reporter
+    }
+}
+
+/// HTTPS first; plain HTTP only where allowed, and only if the HTTP answer is a registry's
+/// (200 or 401 on `/v2/`). When both fail, the HTTPS failure is the one reported: it is the
+/// one the user can act on (an untrusted certificate, say) (SPEC: --insecure-allow-http).
+fn probe(
+    http: &Http,
+    host: &str,
+    allow_http: bool,
+    credentials: Option<crate::credentials::Credentials>,
+) -> Result<Endpoint, RegistryError> {
+    let https = Endpoint::probe(http, host, format!("https://{host}"), credentials.clone());
+    match https {
+        Ok(ep) => Ok(ep),
+        Err(e) if allow_http && matches!(e, RegistryError::Transport { .. }) => {
+            match Endpoint::probe(http, host, format!("http://{host}"), credentials) {
+                Ok(ep) => Ok(ep),
+                Err(_) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn content_type(resp: &Response<Body>) -> String {
+    header(resp, "content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// `bytes 100-199/200` -> 100.
+fn parse_content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, _total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    (end >= start).then_some(start)
+}
+
+fn describe(r: &Reference, path: &str) -> String {
+    match path.strip_prefix("manifests/") {
+        Some(m) if m.contains(':') && m.parse::<Digest>().is_ok() => {
+            format!("{}/{}@{m}", r.registry(), r.repository())
+        }
+        Some(m) => format!("{}/{}:{m}", r.registry(), r.repository()),
+        None => path.strip_prefix("blobs/").unwrap_or(path).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(parse_content_range_start("bytes 100-199/*"), Some(100));
+        assert_eq!(parse_content_range_start("bytes 200-100/300"), None);
+        assert_eq!(parse_content_range_start("items 1-2/3"), None);
+        assert_eq!(parse_content_range_start(""), None);
+    }
+
+    #[test]
+    fn accept_lists_schema1_last() {
+        let a = manifest_accept();
+        assert!(a.starts_with(media::OCI_INDEX));
+        assert!(a.ends_with(media::DOCKER_SCHEMA1));
+    }
+}

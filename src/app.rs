@@ -1,0 +1,210 @@
+//! The commands: each builds its settings, reporter, registry client and store, runs the
+//! library, writes data to stdout, and returns the exit code. Errors are printed here, once,
+//! with the reference they concern (STYLE: Errors and exit codes).
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, ImagesArgs, InspectArgs, PullArgs, RemoteArgs};
+use crate::error::{self, Error};
+use crate::output;
+use crate::platform::PlatformChoice;
+use crate::progress::{BarReporter, PlainReporter, QuietReporter};
+use crate::pull::{pull, PullOptions};
+use crate::registry::Registry;
+use crate::report::Reporter;
+use crate::resolve::resolve;
+use crate::settings::{parse_references, OutputMode, Settings};
+use crate::store::Store;
+
+/// Run a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    let result = match cli.command {
+        Command::Pull(a) => cmd_pull(a),
+        Command::Layers(a) => cmd_layers(a),
+        Command::Inspect(a) => cmd_inspect(a),
+        Command::Images(a) => cmd_images(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Quiet) => error::SUCCESS,
+        Err(Failure::Error(context, e)) => {
+            report_error(context.as_deref(), &e);
+            e.exit_code()
+        }
+    }
+}
+
+enum Failure {
+    /// stdout was closed (`imagec images | head -1`): stop without a word.
+    Quiet,
+    Error(Option<String>, Box<Error>),
+}
+
+impl<E: Into<Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(None, Box::new(e.into()))
+    }
+}
+
+fn with_context<T, E: Into<Error>>(
+    r: Result<T, E>,
+    context: impl FnOnce() -> String,
+) -> Result<T, Failure> {
+    r.map_err(|e| Failure::Error(Some(context()), Box::new(e.into())))
+}
+
+fn report_error(context: Option<&str>, e: &Error) {
+    let mut err = io::stderr().lock();
+    let _ = match context {
+        Some(c) => writeln!(err, "imagec: {c}: {e}"),
+        None => writeln!(err, "imagec: {e}"),
+    };
+}
+
+/// Write to stdout; a closed pipe ends the command quietly.
+fn emit(out: &mut impl Write, text: &str) -> Result<(), Failure> {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Failure::Quiet),
+        Err(e) => Err(stdout_error(e)),
+    }
+}
+
+fn stdout_error(e: io::Error) -> Failure {
+    Failure::Error(
+        None,
+        Box::new(Error::Store(crate::store::StoreError::Io {
+            action: "writing",
+            path: "<stdout>".into(),
+            source: e,
+        })),
+    )
+}
+
+fn reporter_for(settings: &Settings, progress: bool) -> Arc<dyn Reporter> {
+    if !progress || settings.output != OutputMode::Human {
+        return Arc::new(QuietReporter {
+            verbose: settings.verbose,
+        });
+    }
+    if io::stderr().is_terminal() {
+        Arc::new(BarReporter::new(settings.verbose))
+    } else {
+        Arc::new(PlainReporter::new(settings.verbose))
+    }
+}
+
+fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
+    let settings = Settings::from_args(&a.common)?;
+    let refs = parse_references(&a.references)?;
+    let reporter = reporter_for(&settings, true);
+    let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
+    let store = with_context(Store::create(&settings.dest), || {
+        format!("opening store {}", settings.dest.display())
+    })?;
+    let opts = PullOptions {
+        platform: settings.platform.clone(),
+        jobs: settings.jobs,
+        format: settings.format,
+    };
+    let mut code = error::SUCCESS;
+    let mut out = io::stdout().lock();
+    for (r, result) in pull(&registry, &store, &refs, &opts) {
+        match result {
+            Ok(report) => {
+                let line = match settings.output {
+                    OutputMode::Json => output::json_line(&report),
+                    OutputMode::Quiet => format!("{}\n", report.digest),
+                    OutputMode::Human => {
+                        let _ = writeln!(io::stderr(), "{}", output::pull_summary(&report));
+                        format!("{} {}\n", report.reference, report.digest)
+                    }
+                };
+                emit(&mut out, &line)?;
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                report_error(Some(&format!("pulling {r}")), &e);
+                if code == error::SUCCESS {
+                    code = e.exit_code();
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Shared by `layers` and `inspect`: resolve without writing to the store.
+fn resolve_remote(
+    a: &RemoteArgs,
+) -> Result<(Settings, Registry, Option<Store>, crate::resolve::Resolved), Failure> {
+    let settings = Settings::from_args(&a.common)?;
+    if settings.platform == PlatformChoice::All {
+        return Err(Error::Unsupported(
+            "--platform all is for pull; layers and inspect show one platform",
+        )
+        .into());
+    }
+    let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
+    let reporter = reporter_for(&settings, false);
+    let registry = Registry::new(settings.registry.clone(), reporter)?;
+    let store = Store::open(&settings.dest).ok().flatten();
+    let resolved = with_context(
+        resolve(&registry, store.as_ref(), &reference, &settings.platform),
+        || format!("resolving {reference}"),
+    )?;
+    Ok((settings, registry, store, resolved))
+}
+
+fn cmd_layers(a: RemoteArgs) -> Result<u8, Failure> {
+    let (settings, registry, store, resolved) = resolve_remote(&a)?;
+    let layers = with_context(
+        output::layer_rows(&registry, store.as_ref(), &resolved),
+        || format!("reading the config of {}", resolved.reference),
+    )?;
+    let text = if settings.output == OutputMode::Json {
+        output::json_pretty(&layers)
+    } else {
+        output::layers_table(&layers)
+    };
+    emit(&mut io::stdout().lock(), &text)?;
+    Ok(error::SUCCESS)
+}
+
+fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {
+    let (_settings, registry, store, resolved) = resolve_remote(&a.remote)?;
+    let mut out = io::stdout().lock();
+    if a.raw {
+        match out.write_all(&resolved.top.bytes).and_then(|_| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(Failure::Quiet),
+            r => r.map_err(stdout_error)?,
+        }
+        return Ok(error::SUCCESS);
+    }
+    let doc = with_context(
+        output::inspect_doc(&registry, store.as_ref(), &resolved),
+        || format!("reading the config of {}", resolved.reference),
+    )?;
+    emit(&mut out, &output::json_pretty(&doc))?;
+    Ok(error::SUCCESS)
+}
+
+fn cmd_images(a: ImagesArgs) -> Result<u8, Failure> {
+    let store = with_context(Store::open(&a.dest), || {
+        format!("opening store {}", a.dest.display())
+    })?;
+    let rows = match &store {
+        Some(s) => with_context(output::image_rows(s), || {
+            format!("reading store {}", a.dest.display())
+        })?,
+        None => vec![],
+    };
+    let text = if a.json {
+        output::json_pretty(&rows)
+    } else {
+        output::images_table(&rows)
+    };
+    emit(&mut io::stdout().lock(), &text)?;
+    Ok(error::SUCCESS)
+}

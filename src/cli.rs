@@ -1,0 +1,144 @@
+//! Command-line arguments (clap derive; the doc comments are the help text).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagec",
+    version,
+    about = "Pull container images from registries into a verified OCI image layout",
+    long_about = None,
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 authentication refused, 4 not found."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull one or more images into the store
+    Pull(PullArgs),
+    /// List an image's layers without downloading them
+    Layers(RemoteArgs),
+    /// Show an image's manifest and config
+    Inspect(InspectArgs),
+    /// List what the store holds
+    Images(ImagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Images to pull: [registry[:port]/]repository[:tag][@digest]
+    #[arg(required = true, value_name = "REFERENCE")]
+    pub references: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The image: [registry[:port]/]repository[:tag][@digest]
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print the manifest bytes exactly as the registry served them
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// The store
+    #[arg(
+        long,
+        env = "IMAGEC_DEST",
+        default_value = "./images",
+        value_name = "DIR"
+    )]
+    pub dest: PathBuf,
+    /// Machine-readable output on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by every command that talks to a registry.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// The store: an OCI image layout directory
+    #[arg(
+        long,
+        env = "IMAGEC_DEST",
+        default_value = "./images",
+        value_name = "DIR"
+    )]
+    pub dest: PathBuf,
+    /// Platform to take from a multi-platform image: os/arch[/variant], or `all` [default: the host's]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Parallel blob downloads
+    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Registry user name
+    #[arg(short = 'u', long, env = "IMAGEC_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password or token from standard input (IMAGEC_PASSWORD also works)
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Docker config.json to read credentials from [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Extra trusted CA certificate (PEM); may be repeated
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Do not verify the registry's TLS certificate
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Allow plain HTTP when HTTPS fails (automatic for registries on loopback)
+    #[arg(long)]
+    pub insecure_allow_http: bool,
+    /// Give up after this many seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Attempts for a transient failure (connection reset, 5xx, 429, timeouts)
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: u32,
+    /// How manifests are stored: `oci` rewrites Docker media types to OCI ones, `preserve` keeps them as served
+    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
+    pub format: FormatArg,
+    /// No progress output; `pull` prints only the manifest digest of each reference
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Machine-readable result on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Log each HTTP request and decision to stderr (never a secret)
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Oci,
+    Preserve,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,79 @@
+//! The top-level error of a command and the one function that maps errors to the documented
+//! exit codes (SPEC: Exit codes).
+
+use crate::credentials::CredentialError;
+use crate::manifest::ManifestError;
+use crate::pull::PullError;
+use crate::registry::{http::TlsSetupError, ClientError, RegistryError};
+use crate::resolve::ResolveError;
+use crate::settings::UsageError;
+use crate::store::StoreError;
+use crate::transfer::TransferError;
+
+pub const SUCCESS: u8 = 0;
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const AUTH: u8 = 3;
+pub const NOT_FOUND: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Unsupported(_) => USAGE,
+            Error::Tls(_) | Error::Store(_) => FAILURE,
+            Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
+            Error::Pull(PullError::Transfer(e)) | Error::Transfer(e) => transfer_code(e),
+            Error::Pull(PullError::Store(_)) => FAILURE,
+        }
+    }
+}
+
+fn resolve_code(e: &ResolveError) -> u8 {
+    match e {
+        ResolveError::Client(c) => client_code(c),
+        ResolveError::Manifest(ManifestError::NoPlatform { .. }) => NOT_FOUND,
+        _ => FAILURE,
+    }
+}
+
+fn transfer_code(e: &TransferError) -> u8 {
+    match e {
+        TransferError::Client(c) => client_code(c),
+        TransferError::Store(_) => FAILURE,
+    }
+}
+
+fn client_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Registry(r) => registry_code(r),
+        ClientError::Credentials(CredentialError::Helper { .. }) => AUTH,
+        ClientError::Credentials(_) => FAILURE,
+    }
+}
+
+pub fn registry_code(e: &RegistryError) -> u8 {
+    match e {
+        RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => AUTH,
+        RegistryError::TokenRefused { status, .. } if (400..500).contains(status) => AUTH,
+        RegistryError::NotFound { .. } => NOT_FOUND,
+        _ => FAILURE,
+    }
+}

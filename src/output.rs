@@ -1,0 +1,289 @@
+//! What the commands print on stdout: JSON documents and aligned tables (SPEC: Output).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::digest::Digest;
+use crate::manifest::{media, ImageConfig, ImageManifest, Manifest};
+use crate::progress::human_size;
+use crate::pull::PullReport;
+use crate::registry::Registry;
+use crate::resolve::Resolved;
+use crate::store::{self, Store, StoreError};
+use crate::transfer::{read_small_blob, TransferError};
+
+/// Configs are small; a "config" larger than this is not one we will hold in memory.
+const MAX_CONFIG: u64 = 16 << 20;
+
+pub fn json_line<T: Serialize>(v: &T) -> String {
+    format!("{}\n", serde_json::to_string(v).unwrap_or_default())
+}
+
+pub fn json_pretty<T: Serialize>(v: &T) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
+/// The human line `pull` writes to stderr when a reference is done.
+pub fn pull_summary(r: &PullReport) -> String {
+    let cached = r.layers.iter().filter(|l| l.cached).count();
+    format!(
+        "Pulled {} ({} layers, {} already present; {} downloaded in {:.1} s)",
+        r.reference,
+        r.layers.len(),
+        cached,
+        human_size(r.bytes_downloaded),
+        r.elapsed_ms as f64 / 1000.0
+    )
+}
+
+/// One row of `layers` (SPEC: `layers --json`).
+#[derive(Debug, Serialize)]
+pub struct LayerRow {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub diff_id: Option<String>,
+    pub created_by: Option<String>,
+    pub empty_layer: bool,
+}
+
+pub fn layer_rows(
+    registry: &Registry,
+    store: Option<&Store>,
+    res: &Resolved,
+) -> Result<Vec<LayerRow>, TransferError> {
+    let img = &res.images[0];
+    let config = config_of(registry, store, res, &img.manifest)?;
+    let history = config.layer_history();
+    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    Ok(img
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerRow {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            diff_id: diff_ids.get(i).cloned(),
+            created_by: history.get(i).cloned().flatten(),
+            empty_layer: l.digest.to_string() == media::EMPTY_GZIP_LAYER,
+        })
+        .collect())
+}
+
+fn config_of(
+    registry: &Registry,
+    store: Option<&Store>,
+    res: &Resolved,
+    m: &ImageManifest,
+) -> Result<ImageConfig, TransferError> {
+    let bytes = read_small_blob(registry, store, &res.reference, &m.config, MAX_CONFIG)?;
+    Ok(ImageConfig::parse(&bytes, &m.config.digest).unwrap_or_default())
+}
+
+pub fn layers_table(rows: &[LayerRow]) -> String {
+    let mut table = vec![vec![
+        "#".to_string(),
+        "DIGEST".to_string(),
+        "SIZE".to_string(),
+        "DIFF ID".to_string(),
+        "CREATED BY".to_string(),
+    ]];
+    for (i, r) in rows.iter().enumerate() {
+        let created = r.created_by.clone().unwrap_or_default();
+        let created = created.split_whitespace().collect::<Vec<_>>().join(" ");
+        let created = match created.char_indices().nth(70) {
+            Some((i, _)) => format!("{}...", &created[..i]),
+            None => created,
+        };
+        table.push(vec![
+            i.to_string(),
+            format!("sha256:{}", r.digest.short()),
+            human_size(r.size),
+            r.diff_id
+                .as_deref()
+                .and_then(|d| d.get(..19))
+                .unwrap_or("-")
+                .to_string(),
+            created,
+        ]);
+    }
+    align(&table)
+}
+
+/// `inspect`: the reference, what it resolved to, the selected image's manifest and config,
+/// and the index when the reference names one.
+pub fn inspect_doc(
+    registry: &Registry,
+    store: Option<&Store>,
+    res: &Resolved,
+) -> Result<Value, TransferError> {
+    let img = &res.images[0];
+    let config_bytes = read_small_blob(
+        registry,
+        store,
+        &res.reference,
+        &img.manifest.config,
+        MAX_CONFIG,
+    )?;
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap_or(Value::Null);
+    let manifest: Value = serde_json::from_slice(&img.raw.bytes).unwrap_or(Value::Null);
+    let mut doc = json!({
+        "reference": res.reference.to_string(),
+        "digest": res.top.digest,
+        "media_type": res.top_kind.media_type(),
+        "manifest_digest": img.raw.digest,
+        "platform": img.platform.as_ref().map(|p| p.to_string())
+            .or_else(|| ImageConfig::parse(&config_bytes, &img.manifest.config.digest).ok()?.platform().map(|p| p.to_string())),
+        "manifest": manifest,
+        "config": config,
+    });
+    if res.index.is_some() {
+        doc["index"] = serde_json::from_slice(&res.top.bytes).unwrap_or(Value::Null);
+    }
+    Ok(doc)
+}
+
+/// One row of `images`.
+#[derive(Debug, Serialize)]
+pub struct ImageRow {
+    pub reference: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub source_digest: Option<String>,
+    pub platforms: Vec<String>,
+    /// Bytes of the manifests, configs and layers the entry reaches, each counted once.
+    pub size: u64,
+}
+
+pub fn image_rows(store: &Store) -> Result<Vec<ImageRow>, StoreError> {
+    let mut rows = Vec::new();
+    for e in store.entries()? {
+        let Some(name) = store::ref_name(&e) else {
+            continue;
+        };
+        let mut platforms = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut size = 0;
+        let mut count = |d: &Digest, n: u64, size: &mut u64| {
+            if seen.insert(d.clone()) {
+                *size += n;
+            }
+        };
+        count(&e.digest, e.size, &mut size);
+        let mut images: Vec<(ImageManifest, Option<String>)> = Vec::new();
+        if let Some(bytes) = store.read_blob(&e.digest, crate::registry::MAX_MANIFEST)? {
+            match Manifest::parse(&e.media_type, &bytes, &e.digest) {
+                Ok(Manifest::Image(_, m)) => {
+                    images.push((*m, e.platform.as_ref().map(|p| p.to_string())))
+                }
+                Ok(Manifest::Index(_, index)) => {
+                    for child in index.manifests {
+                        count(&child.digest, child.size, &mut size);
+                        if let Some(b) =
+                            store.read_blob(&child.digest, crate::registry::MAX_MANIFEST)?
+                        {
+                            if let Ok(Manifest::Image(_, m)) =
+                                Manifest::parse(&child.media_type, &b, &child.digest)
+                            {
+                                images.push((*m, child.platform.as_ref().map(|p| p.to_string())));
+                            }
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        for (m, platform) in images {
+            for d in std::iter::once(&m.config).chain(m.layers.iter()) {
+                count(&d.digest, d.size, &mut size);
+            }
+            let platform = platform.or_else(|| {
+                let b = store.read_blob(&m.config.digest, MAX_CONFIG).ok()??;
+                ImageConfig::parse(&b, &m.config.digest)
+                    .ok()?
+                    .platform()
+                    .map(|p| p.to_string())
+            });
+            platforms.extend(platform);
+        }
+        rows.push(ImageRow {
+            reference: name.to_string(),
+            digest: e.digest.clone(),
+            media_type: e.media_type.clone(),
+            source_digest: e
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(store::SOURCE_DIGEST).cloned()),
+            platforms,
+            size,
+        });
+    }
+    Ok(rows)
+}
+
+pub fn images_table(rows: &[ImageRow]) -> String {
+    let mut table = vec![vec![
+        "REFERENCE".to_string(),
+        "DIGEST".to_string(),
+        "PLATFORM".to_string(),
+        "SIZE".to_string(),
+    ]];
+    for r in rows {
+        table.push(vec![
+            r.reference.clone(),
+            format!("sha256:{}", r.digest.short()),
+            if r.platforms.is_empty() {
+                "-".to_string()
+            } else {
+                r.platforms.join(",")
+            },
+            human_size(r.size),
+        ]);
+    }
+    align(&table)
+}
+
+/// Columns padded to their widest cell, separated by two spaces; the last is not padded.
+fn align(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns() {
+        let t = align(&[
+            vec!["A".into(), "BB".into(), "C".into()],
+            vec!["long".into(), "x".into(), "y".into()],
+        ]);
+        assert_eq!(t, "A     BB  C\nlong  x   y\n");
+    }
+}

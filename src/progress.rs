@@ -1,0 +1,242 @@
+//! Reporters the binary chooses from: indicatif bars on a terminal, plain lines when stderr is
+//! not a terminal (CI logs: one line when a blob starts, one when it is done or skipped, a
+//! progress line at most every few seconds), or nothing (`-q`, `--json`). Verbose lines go
+//! to stderr in every mode when `-v` is given.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::digest::Digest;
+use crate::report::Reporter;
+
+/// Plain lines at most this often per blob while it downloads.
+const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn eprint_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+/// Errors and warnings only, plus `-v` lines.
+pub struct QuietReporter {
+    pub verbose: bool,
+}
+
+impl Reporter for QuietReporter {
+    fn verbose(&self, message: &str) {
+        if self.verbose {
+            eprint_line(message);
+        }
+    }
+    fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+}
+
+/// Plain lines for logs.
+pub struct PlainReporter {
+    pub verbose: bool,
+    state: Mutex<HashMap<Digest, (u64, u64, Instant)>>,
+}
+
+impl PlainReporter {
+    pub fn new(verbose: bool) -> PlainReporter {
+        PlainReporter {
+            verbose,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn resolved(&self, reference: &str, digest: &Digest) {
+        eprint_line(&format!("{reference}: resolved to {digest}"));
+    }
+    fn blob_started(&self, digest: &Digest, size: u64, offset: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.insert(digest.clone(), (offset, size, Instant::now()));
+        if offset > 0 {
+            eprint_line(&format!(
+                "{}: resuming at {} of {}",
+                digest.short(),
+                human_size(offset),
+                human_size(size)
+            ));
+        } else {
+            eprint_line(&format!(
+                "{}: downloading {}",
+                digest.short(),
+                human_size(size)
+            ));
+        }
+    }
+    fn blob_progress(&self, digest: &Digest, bytes: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((done, size, last)) = s.get_mut(digest) {
+            *done += bytes;
+            if last.elapsed() >= PLAIN_INTERVAL {
+                *last = Instant::now();
+                let pct = (*done * 100).checked_div(*size).unwrap_or(100);
+                eprint_line(&format!(
+                    "{}: {pct}% ({} of {})",
+                    digest.short(),
+                    human_size(*done),
+                    human_size(*size)
+                ));
+            }
+        }
+    }
+    fn blob_done(&self, digest: &Digest, size: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
+        eprint_line(&format!("{}: done ({})", digest.short(), human_size(size)));
+    }
+    fn blob_skipped(&self, digest: &Digest, _size: u64) {
+        eprint_line(&format!("{}: already exists", digest.short()));
+    }
+    fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
+        eprint_line(&format!(
+            "{what}: {error}; retrying in {:.1} s (attempt {} failed)",
+            delay.as_secs_f64(),
+            attempt
+        ));
+    }
+    fn warn(&self, message: &str) {
+        eprint_line(&format!("warning: {message}"));
+    }
+    fn verbose(&self, message: &str) {
+        if self.verbose {
+            eprint_line(message);
+        }
+    }
+    fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+}
+
+/// One indicatif bar per blob on a terminal.
+pub struct BarReporter {
+    verbose: bool,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
+}
+
+impl BarReporter {
+    pub fn new(verbose: bool) -> BarReporter {
+        BarReporter {
+            verbose,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        if self.multi.println(msg).is_err() {
+            eprint_line(msg);
+        }
+    }
+
+    fn finish(&self, digest: &Digest, msg: String, size: u64) {
+        let bar = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
+        let bar = bar.unwrap_or_else(|| self.multi.add(ProgressBar::new(size)));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(digest.short().to_string());
+        bar.finish_with_message(msg);
+    }
+}
+
+impl Reporter for BarReporter {
+    fn resolved(&self, reference: &str, digest: &Digest) {
+        self.line(&format!("{reference}: resolved to {digest}"));
+    }
+    fn blob_started(&self, digest: &Digest, size: u64, offset: u64) {
+        let bar = self.multi.add(ProgressBar::new(size));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(digest.short().to_string());
+        bar.set_position(offset);
+        self.bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.clone(), bar);
+    }
+    fn blob_progress(&self, digest: &Digest, bytes: u64) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            bar.inc(bytes);
+        }
+    }
+    fn blob_done(&self, digest: &Digest, size: u64) {
+        self.finish(digest, format!("done ({})", human_size(size)), size);
+    }
+    fn blob_skipped(&self, digest: &Digest, size: u64) {
+        self.finish(digest, "already exists".to_string(), size);
+    }
+    fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
+        self.line(&format!(
+            "{what}: {error}; retrying in {:.1} s (attempt {} failed)",
+            delay.as_secs_f64(),
+            attempt
+        ));
+    }
+    fn warn(&self, message: &str) {
+        self.line(&format!("warning: {message}"));
+    }
+    fn verbose(&self, message: &str) {
+        if self.verbose {
+            self.line(message);
+        }
+    }
+    fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1500), "1.5 kB");
+        assert_eq!(human_size(600_000_000), "600.0 MB");
+    }
+}

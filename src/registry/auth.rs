@@ -1,0 +1,282 @@
+//! Endpoint discovery (`GET /v2/`) and authentication: Basic, and Bearer tokens fetched from
+//! the realm the registry names, cached per scope for the whole run
+//! (distribution `docs/spec/auth/token.md`; SPEC: Registry protocol).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::challenge::{self, Challenge};
+use super::errors::{ErrorBody, RegistryError};
+use super::http::{header, Http, Method};
+use crate::credentials::{Credentials, Secret};
+
+/// How a registry wants to be spoken to, learned from its `/v2/` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    Anonymous,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// One registry host for this run: where it answers and how to authenticate.
+pub struct Endpoint {
+    /// `https://host[:port]` or `http://host[:port]`.
+    pub base: String,
+    pub scheme: Scheme,
+    pub credentials: Option<Credentials>,
+    /// Token per scope. The lock is held while a token is fetched so that parallel workers
+    /// needing the same scope wait for one fetch instead of each making their own.
+    tokens: Mutex<HashMap<String, Token>>,
+}
+
+struct Token {
+    value: Secret,
+    expires: Instant,
+}
+
+/// Refresh a token this long before the server said it expires: a request sent with a token
+/// that expires in flight would be refused.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// Token spec: "If omitted, [expires_in] should be assumed to be 60 seconds."
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+
+impl Endpoint {
+    /// Probe `base/v2/` once. 200 means no auth; 401 names the scheme in `WWW-Authenticate`.
+    pub fn probe(
+        http: &Http,
+        host: &str,
+        base: String,
+        credentials: Option<Credentials>,
+    ) -> Result<Endpoint, RegistryError> {
+        let url = format!("{base}/v2/");
+        let resp = http.send(Method::Get, &url, &[], None)?;
+        let status = resp.status().as_u16();
+        let scheme = match status {
+            200..=299 => Scheme::Anonymous,
+            401 => scheme_from(&challenges(&resp), host)?,
+            s if crate::retry::status_is_transient(s) => {
+                return Err(RegistryError::Status {
+                    method: "GET",
+                    url,
+                    status,
+                    body: ErrorBody::default(),
+                    retry_after: header(&resp, "retry-after")
+                        .and_then(crate::retry::parse_retry_after),
+                })
+            }
+            _ => {
+                return Err(RegistryError::NotARegistry {
+                    host: host.to_string(),
+                    url,
+                    status,
+                })
+            }
+        };
+        Ok(Endpoint {
+            base,
+            scheme,
+            credentials,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The `Authorization` value for a request that needs `scope`, fetching a token if needed.
+    pub fn authorization(&self, http: &Http, scope: &str) -> Result<Option<Secret>, RegistryError> {
+        match &self.scheme {
+            Scheme::Anonymous => Ok(None),
+            Scheme::Basic => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Scheme::Bearer { realm, service } => {
+                let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = tokens.get(scope) {
+                    if Instant::now() + EXPIRY_MARGIN < t.expires {
+                        return Ok(Some(bearer(&t.value)));
+                    }
+                }
+                let token = fetch_token(
+                    http,
+                    realm,
+                    service.as_deref(),
+                    scope,
+                    self.credentials.as_ref(),
+                )?;
+                let value = bearer(&token.value);
+                tokens.insert(scope.to_string(), token);
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// Forget the token for `scope` (the registry refused it: expired or revoked mid-pull).
+    pub fn invalidate(&self, scope: &str) -> bool {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(scope).is_some()
+    }
+
+    pub fn uses_tokens(&self) -> bool {
+        matches!(self.scheme, Scheme::Bearer { .. })
+    }
+}
+
+fn bearer(token: &Secret) -> Secret {
+    Secret::new(format!("Bearer {}", token.expose()))
+}
+
+/// Every challenge in every `WWW-Authenticate` header of a response.
+pub fn challenges(resp: &ureq::http::Response<ureq::Body>) -> Vec<Challenge> {
+    resp.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(challenge::parse)
+        .collect()
+}
+
+/// Bearer when offered (it is what registries that offer both prefer), else Basic.
+fn scheme_from(challenges: &[Challenge], host: &str) -> Result<Scheme, RegistryError> {
+    if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
+        if let Some(realm) = c.param("realm").filter(|r| !r.is_empty()) {
+            return Ok(Scheme::Bearer {
+                realm: realm.to_string(),
+                service: c.param("service").map(str::to_string),
+            });
+        }
+    }
+    if challenges.iter().any(|c| c.scheme == "basic") {
+        return Ok(Scheme::Basic);
+    }
+    Err(RegistryError::UnsupportedAuth {
+        host: host.to_string(),
+        scheme: challenges
+            .first()
+            .map(|c| c.scheme.clone())
+            .unwrap_or_else(|| "401 without WWW-Authenticate".to_string()),
+    })
+}
+
+fn fetch_token(
+    http: &Http,
+    realm: &str,
+    service: Option<&str>,
+    scope: &str,
+    credentials: Option<&Credentials>,
+) -> Result<Token, RegistryError> {
+    let mut url = realm.to_string();
+    let mut sep = if realm.contains('?') { '&' } else { '?' };
+    for (k, v) in [("service", service), ("scope", Some(scope))] {
+        if let Some(v) = v {
+            url.push(sep);
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&encode_query(v));
+            sep = '&';
+        }
+    }
+    let auth = credentials.map(Credentials::basic_header);
+    let mut resp = http.send(Method::Get, &url, &[], auth.as_ref())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_TOKEN_RESPONSE)
+        .read_to_vec()
+        .map_err(|e| RegistryError::Transport {
+            method: "GET",
+            url: realm.to_string(),
+            source: Box::new(e),
+        })?;
+    if !(200..300).contains(&status) {
+        return Err(RegistryError::TokenRefused {
+            realm: realm.to_string(),
+            status,
+            body: ErrorBody::parse(&body),
+        });
+    }
+    parse_token(&body).map_err(|reason| RegistryError::TokenInvalid {
+        realm: realm.to_string(),
+        reason,
+    })
+}
+
+fn parse_token(body: &[u8]) -> Result<Token, String> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        access_token: Option<String>,
+        #[serde(default)]
+        expires_in: Option<u64>,
+    }
+    let w: Wire = serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
+    // Docker Hub sends both; OAuth2-style servers only `access_token`.
+    let value = w
+        .token
+        .filter(|t| !t.is_empty())
+        .or(w.access_token.filter(|t| !t.is_empty()))
+        .ok_or("answer has neither \"token\" nor \"access_token\"")?;
+    let lifetime = w
+        .expires_in
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .clamp(1, 86400 * 365);
+    Ok(Token {
+        value: Secret::new(value),
+        expires: Instant::now() + Duration::from_secs(lifetime),
+    })
+}
+
+/// Percent-encode a query component (RFC 3986 unreserved characters pass through).
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_forms() {
+        let t = parse_token(br#"{"token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!(t.value.expose(), "abc");
+        let t = parse_token(br#"{"access_token":"xyz"}"#).unwrap();
+        assert_eq!(t.value.expose(), "xyz");
+        assert!(t.expires > Instant::now() + Duration::from_secs(50));
+        assert!(parse_token(br#"{"token":""}"#).is_err());
+        assert!(parse_token(b"<html>").is_err());
+    }
+
+    #[test]
+    fn prefers_bearer() {
+        let c = challenge::parse(r#"Basic realm="r", Bearer realm="https://auth/t",service="s""#);
+        assert_eq!(
+            scheme_from(&c, "h").unwrap(),
+            Scheme::Bearer {
+                realm: "https://auth/t".into(),
+                service: Some("s".into())
+            }
+        );
+        let c = challenge::parse(r#"Basic realm="r""#);
+        assert_eq!(scheme_from(&c, "h").unwrap(), Scheme::Basic);
+        assert!(scheme_from(&challenge::parse("Negotiate"), "h").is_err());
+    }
+
+    #[test]
+    fn encodes_scopes() {
+        assert_eq!(
+            encode_query("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
+    }
+}

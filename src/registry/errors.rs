@@ -1,0 +1,224 @@
+//! What can go wrong talking to a registry, and the registry's own error body
+//! (distribution spec, "Error codes": `{"errors":[{"code","message","detail"}]}`).
+
+use std::fmt;
+
+use crate::digest::{Digest, VerifyError};
+
+/// One entry of a registry error body.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ErrorEntry {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The parsed error body, or a short excerpt of the body when it was not the standard form.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorBody {
+    pub entries: Vec<ErrorEntry>,
+    pub text: String,
+}
+
+impl ErrorBody {
+    /// Parse a body; never fails (a body that is not JSON is kept as trimmed text).
+    pub fn parse(bytes: &[u8]) -> ErrorBody {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            errors: Vec<ErrorEntry>,
+        }
+        if let Ok(w) = serde_json::from_slice::<Wire>(bytes) {
+            if !w.errors.is_empty() {
+                return ErrorBody {
+                    entries: w.errors,
+                    text: String::new(),
+                };
+            }
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = match text.char_indices().nth(200) {
+            Some((i, _)) => format!("{}...", &text[..i]),
+            None => text,
+        };
+        ErrorBody {
+            entries: vec![],
+            text,
+        }
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.entries.iter().any(|e| e.code == code)
+    }
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.entries.is_empty() {
+            return f.write_str(&self.text);
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            match (e.code.is_empty(), e.message.is_empty()) {
+                (false, false) => write!(f, "{}: {}", e.code, e.message)?,
+                (false, true) => f.write_str(&e.code)?,
+                _ => f.write_str(&e.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn suffix(body: &ErrorBody) -> String {
+    let s = body.to_string();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{method} {url}: {source}")]
+    Transport {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("reading {url}: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{method} {url}: HTTP {status}{}", suffix(body))]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        body: ErrorBody,
+        retry_after: Option<std::time::Duration>,
+    },
+    #[error("{url}: authentication required (HTTP 401{}){}", suffix(body), hint(*has_credentials))]
+    Unauthorized {
+        url: String,
+        body: ErrorBody,
+        has_credentials: bool,
+    },
+    #[error("{url}: access denied (HTTP 403{})", suffix(body))]
+    Denied { url: String, body: ErrorBody },
+    #[error("{what} not found at {url}{}", suffix(body))]
+    NotFound {
+        what: String,
+        url: String,
+        body: ErrorBody,
+    },
+    #[error(
+        "token server {realm} refused the credentials (HTTP {status}{})",
+        suffix(body)
+    )]
+    TokenRefused {
+        realm: String,
+        status: u16,
+        body: ErrorBody,
+    },
+    #[error("token server {realm}: {reason}")]
+    TokenInvalid { realm: String, reason: String },
+    #[error("{host} is not a registry: GET {url} answered HTTP {status}")]
+    NotARegistry {
+        host: String,
+        url: String,
+        status: u16,
+    },
+    #[error("registry {host} asks for unsupported authentication {scheme:?}")]
+    UnsupportedAuth { host: String, scheme: String },
+    #[error("too many redirects from {url}")]
+    TooManyRedirects { url: String },
+    #[error("redirect from {url} has no usable Location")]
+    BadRedirect { url: String },
+    #[error("manifest {url} is larger than the {limit}-byte cap")]
+    ManifestTooLarge { url: String, limit: u64 },
+    #[error("manifest from {url} does not match {expected}: got {actual}")]
+    ManifestDigest {
+        url: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("blob {digest} from {url}: {source}")]
+    BlobVerify {
+        digest: Digest,
+        url: String,
+        #[source]
+        source: VerifyError,
+    },
+    #[error("{url}: server answered {status} to a Range request with Content-Range {content_range:?}, expected bytes {offset}-")]
+    BadRange {
+        url: String,
+        status: u16,
+        offset: u64,
+        content_range: String,
+    },
+    #[error("gave up after {seconds} s (--timeout): {last}")]
+    Deadline { seconds: u64, last: String },
+}
+
+fn hint(has_credentials: bool) -> &'static str {
+    if has_credentials {
+        "; the credentials were not accepted"
+    } else {
+        "; the repository may not exist, or needs credentials (-u/--password-stdin or an auth file)"
+    }
+}
+
+impl RegistryError {
+    /// Worth another attempt? (SPEC: transient failures; each rule lives in `crate::retry`.)
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Transport { source, .. } => crate::retry::ureq_is_transient(source),
+            RegistryError::Body { source, .. } => crate::retry::io_is_transient(source.kind()),
+            RegistryError::Status { status, .. } => crate::retry::status_is_transient(*status),
+            // The token server's 5xx is transient like the registry's.
+            RegistryError::TokenRefused { status, .. } => {
+                crate::retry::status_is_transient(*status)
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_standard_error_body() {
+        let b = ErrorBody::parse(
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#,
+        );
+        assert!(b.has_code("MANIFEST_UNKNOWN"));
+        assert_eq!(b.to_string(), "MANIFEST_UNKNOWN: manifest unknown");
+    }
+
+    #[test]
+    fn keeps_other_bodies_short() {
+        let b = ErrorBody::parse(&b"<html>\n  oops  </html>".repeat(50));
+        assert!(b.entries.is_empty());
+        assert!(b.to_string().len() <= 203);
+        assert!(b.to_string().starts_with("<html> oops </html>"));
+        assert_eq!(ErrorBody::parse(b"").to_string(), "");
+    }
+}

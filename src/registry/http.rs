@@ -1,0 +1,291 @@
+//! The one HTTP agent: TLS roots, timeouts, User-Agent, and redirects followed by hand so that
+//! credentials never reach another origin (SPEC: Registry protocol, last rule).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ureq::http::{Response, StatusCode};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::Body;
+
+use super::errors::RegistryError;
+use crate::credentials::Secret;
+use crate::report::Reporter;
+
+/// How the agent is built; resolved once from flags.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSettings {
+    pub ca_certs: Vec<PathBuf>,
+    pub insecure_skip_verify: bool,
+    /// Whole-run budget (`--timeout`).
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("reading CA certificate {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA certificate {path} holds no PEM certificate")]
+    Empty { path: PathBuf },
+    #[error("CA certificate {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: ureq::Error,
+    },
+}
+
+/// A connect attempt that takes longer than this is a dead host; with the default attempts
+/// this keeps "cannot reach the registry at all" within about a minute (SPEC).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A registry that sends nothing for this long on an open connection has stalled.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_REDIRECTS: usize = 10;
+
+pub struct Http {
+    agent: ureq::Agent,
+    reporter: Arc<dyn Reporter>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
+impl Http {
+    pub fn new(
+        settings: &HttpSettings,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Http, TlsSetupError> {
+        let mut tls = TlsConfig::builder().disable_verification(settings.insecure_skip_verify);
+        if !settings.ca_certs.is_empty() {
+            tls = tls.root_certs(root_certs_with(&settings.ca_certs)?);
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .user_agent(format!("imagec/{}", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_per_read(Some(READ_TIMEOUT))
+            .timeout_global(settings.timeout)
+            .tls_config(tls.build())
+            .build();
+        Ok(Http {
+            agent: config.into(),
+            reporter,
+        })
+    }
+
+    /// Send a request, following redirects. `auth` goes only to the origin of `url`: a redirect
+    /// to another scheme, host or port (S3, a CDN) is followed without it, as docker does.
+    pub fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        auth: Option<&Secret>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let origin = origin_of(url);
+        let mut current = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let same_origin = origin_of(&current) == origin;
+            let start = Instant::now();
+            let mut req = match method {
+                Method::Get => self.agent.get(&current),
+                Method::Head => self.agent.head(&current),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let (Some(a), true) = (auth, same_origin) {
+                req = req.header("Authorization", a.expose());
+            }
+            let resp = req.call().map_err(|e| {
+                if self.reporter.is_verbose() {
+                    self.reporter
+                        .verbose(&format!("{} {current} -> error: {e}", method.as_str()));
+                }
+                RegistryError::Transport {
+                    method: method.as_str(),
+                    url: current.clone(),
+                    source: Box::new(e),
+                }
+            })?;
+            let status = resp.status();
+            if self.reporter.is_verbose() {
+                self.reporter.verbose(&format!(
+                    "{} {current} -> {} ({} ms{})",
+                    method.as_str(),
+                    status.as_u16(),
+                    start.elapsed().as_millis(),
+                    if auth.is_some() && same_origin {
+                        ", with credentials"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if !is_redirect(status) {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| resolve(&current, l))
+                .ok_or_else(|| RegistryError::BadRedirect {
+                    url: current.clone(),
+                })?;
+            if self.reporter.is_verbose() && auth.is_some() && origin_of(&location) != origin {
+                self.reporter.verbose(&format!(
+                    "redirect to another origin ({}): not sending credentials",
+                    origin_of(&location)
+                ));
+            }
+            current = location;
+        }
+        Err(RegistryError::TooManyRedirects {
+            url: url.to_string(),
+        })
+    }
+}
+
+/// The system's trusted roots (Debian's bundle), Mozilla's, and the user's `--ca-cert` files.
+fn root_certs_with(extra: &[PathBuf]) -> Result<RootCerts, TlsSetupError> {
+    let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    if let Ok(pem) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
+        certs.extend(pem_certs(&pem).into_iter().flatten());
+    }
+    for path in extra {
+        let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let found = pem_certs(&pem).map_err(|source| TlsSetupError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        if found.is_empty() {
+            return Err(TlsSetupError::Empty { path: path.clone() });
+        }
+        certs.extend(found);
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+fn pem_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, ureq::Error> {
+    let mut out = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item? {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+fn is_redirect(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// `scheme://host:port`, lowercased, with the default port made explicit, so that
+/// `https://h` and `https://h:443` are one origin (RFC 6454).
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        format!("{scheme}://{authority}")
+    } else {
+        let port = if scheme == "http" { 80 } else { 443 };
+        format!("{scheme}://{authority}:{port}")
+    }
+}
+
+/// Resolve a `Location` header against the URL it came from (RFC 3986 section 5.2, the forms
+/// registries and object stores use: absolute, scheme-relative, absolute-path, relative-path).
+fn resolve(base: &str, location: &str) -> Option<String> {
+    let location = location.trim();
+    if location.is_empty() {
+        return None;
+    }
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_string());
+    }
+    let (scheme, rest) = base.split_once("://")?;
+    if let Some(r) = location.strip_prefix("//") {
+        return Some(format!("{scheme}://{r}"));
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if location.starts_with('/') {
+        return Some(format!("{scheme}://{authority}{location}"));
+    }
+    let path = &rest[authority.len()..];
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let dir = match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    };
+    Some(format!("{scheme}://{authority}{dir}{location}"))
+}
+
+/// A header as a string, when present and valid.
+pub fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin_of("https://Reg.io/v2/x"), "https://reg.io:443");
+        assert_eq!(origin_of("https://reg.io:443/v2/"), "https://reg.io:443");
+        assert_eq!(
+            origin_of("http://127.0.0.1:5000/v2/"),
+            "http://127.0.0.1:5000"
+        );
+        assert_ne!(origin_of("http://reg.io/"), origin_of("https://reg.io/"));
+        assert_eq!(origin_of("http://[::1]/x"), "http://[::1]:80");
+        assert_eq!(origin_of("http://[::1]:5000/x"), "http://[::1]:5000");
+        assert_eq!(origin_of("https://u:p@evil.io/x"), "https://evil.io:443");
+    }
+
+    #[test]
+    fn resolves_locations() {
+        let b = "https://reg.io/v2/a/blobs/sha256:1?x=y";
+        assert_eq!(resolve(b, "https://s3/x").unwrap(), "https://s3/x");
+        assert_eq!(resolve(b, "//cdn/x").unwrap(), "https://cdn/x");
+        assert_eq!(resolve(b, "/other").unwrap(), "https://reg.io/other");
+        assert_eq!(resolve(b, "c").unwrap(), "https://reg.io/v2/a/blobs/c");
+        assert_eq!(resolve(b, " "), None);
+    }
+}

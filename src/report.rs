@@ -1,0 +1,35 @@
+//! Events the library reports while it works. The binary decides how they look (indicatif bars,
+//! plain lines for CI logs, nothing); the library never prints (STYLE: Output).
+
+use std::time::Duration;
+
+use crate::digest::Digest;
+
+/// Receives progress events from any worker thread.
+pub trait Reporter: Send + Sync {
+    /// A reference resolved to a manifest digest at the registry.
+    fn resolved(&self, _reference: &str, _digest: &Digest) {}
+    /// A blob download is starting (`offset` > 0 when resuming).
+    fn blob_started(&self, _digest: &Digest, _size: u64, _offset: u64) {}
+    /// `bytes` more bytes of this blob arrived.
+    fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}
+    /// The blob is verified and in the store.
+    fn blob_done(&self, _digest: &Digest, _size: u64) {}
+    /// The blob was already in the store; nothing is downloaded.
+    fn blob_skipped(&self, _digest: &Digest, _size: u64) {}
+    /// A transient failure; the operation will be tried again after `delay`.
+    fn retrying(&self, _what: &str, _attempt: u32, _delay: Duration, _error: &str) {}
+    /// Something the user should know that is not an error.
+    fn warn(&self, _message: &str) {}
+    /// `-v`: one line per HTTP request and decision. Never called with a secret.
+    fn verbose(&self, _message: &str) {}
+    /// Whether `verbose` lines are wanted (saves formatting them otherwise).
+    fn is_verbose(&self) -> bool {
+        false
+    }
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Reporter for Silent {}

@@ -1,0 +1,220 @@
+//! When to try again: one pure classifier over errors, and the backoff schedule
+//! (SPEC: Registry protocol, transient failures; STYLE: Network).
+
+use std::time::Duration;
+
+/// The test suite sets `IMAGEC_RETRY_BASE_MS=0` so that retries cost no wall time.
+const BASE_ENV: &str = "IMAGEC_RETRY_BASE_MS";
+/// First backoff step; doubles per attempt. 500 ms keeps a 5-attempt run of refused
+/// connections well inside SPEC's "fails within about a minute".
+const DEFAULT_BASE: Duration = Duration::from_millis(500);
+/// No single wait is longer than this, whatever the server's Retry-After says.
+pub const MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// Is this HTTP status worth another attempt?
+pub fn status_is_transient(status: u16) -> bool {
+    match status {
+        // 408 Request Timeout and 429 Too Many Requests say "later", not "never".
+        408 | 429 => true,
+        // 5xx: the registry or its storage backend failed; Docker Hub and S3-backed registries
+        // answer 502/503 under load and succeed on the next attempt.
+        500..=599 => true,
+        // Every other 4xx is the client's fault or a refusal: asking again changes nothing.
+        _ => false,
+    }
+}
+
+/// Is this I/O error (connecting, or reading a body) worth another attempt?
+pub fn io_is_transient(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    // A peer that reset or closed the connection, a timeout, or a truncated stream are what
+    // flaky networks and restarting registries produce; permission or format errors are not.
+    matches!(
+        kind,
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | TimedOut
+            | WouldBlock
+            | UnexpectedEof
+            | Interrupted
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    )
+}
+
+/// Is this ureq error (from sending a request or reading its body) worth another attempt?
+pub fn ureq_is_transient(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::Io(e) => io_is_transient(e.kind()),
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::BodyStalled => true,
+        // A malformed or truncated response head is what a connection cut mid-answer gives.
+        ureq::Error::Protocol(_) => true,
+        // A certificate the user does not trust will not become trusted by asking again;
+        // other TLS failures (handshake EOF from an overloaded load balancer) can pass.
+        ureq::Error::Rustls(e) => !matches!(
+            e,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+        ),
+        ureq::Error::Tls(_) => false,
+        // A name that does not resolve is almost always a typo; failing fast is kinder.
+        ureq::Error::HostNotFound => false,
+        _ => false,
+    }
+}
+
+/// How long to wait before attempt `attempt + 1` (attempt counts from 1): exponential from the
+/// base, with full jitter in [d/2, d], unless the server said when (`Retry-After`).
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    schedule(base_delay(), attempt, retry_after, jitter())
+}
+
+/// The pure part of [`backoff`]: `jitter` in [0, 1).
+fn schedule(base: Duration, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    if base.is_zero() {
+        return Duration::ZERO;
+    }
+    if let Some(after) = retry_after {
+        return after.min(MAX_DELAY);
+    }
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let exp = exp.min(MAX_DELAY);
+    let half = exp / 2;
+    half + half.mul_f64(jitter)
+}
+
+fn base_delay() -> Duration {
+    std::env::var(BASE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_BASE)
+}
+
+/// A number in [0, 1) that differs between processes and calls; good enough to spread retries.
+fn jitter() -> f64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 section 10.2.3).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = parse_http_date(value)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(when.saturating_sub(now)))
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to seconds since the epoch.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let rest = s.split_once(", ")?.1;
+    let mut parts = rest.split_whitespace();
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let h: u64 = hms.next()?.parse().ok()?;
+    let m: u64 = hms.next()?.parse().ok()?;
+    let sec: u64 = hms.next()?.parse().ok()?;
+    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    if days < 0 {
+        return None;
+    }
+    Some(days as u64 * 86400 + h * 3600 + m * 60 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(status_is_transient(s), "{s}");
+        }
+        for s in [400, 401, 403, 404, 405, 416] {
+            assert!(!status_is_transient(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784111777)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("Sun, 99 Nov 1994 08:49:37 GMT"), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let base = DEFAULT_BASE;
+        assert_eq!(schedule(base, 1, None, 0.0), Duration::from_millis(250));
+        assert_eq!(schedule(base, 1, None, 0.999).as_millis(), 499);
+        assert_eq!(schedule(base, 3, None, 0.0), Duration::from_secs(1));
+        assert_eq!(schedule(base, 30, None, 0.999).as_secs(), 29);
+        assert_eq!(
+            schedule(base, 1, Some(Duration::from_secs(3)), 0.5),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            schedule(base, 1, Some(Duration::from_secs(3600)), 0.5),
+            MAX_DELAY
+        );
+        assert_eq!(
+            schedule(Duration::ZERO, 4, Some(Duration::from_secs(3)), 0.5),
+            Duration::ZERO
+        );
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+    }
+}

@@ -1,0 +1,153 @@
+//! Settings resolved once from flags, environment and files: the only thing the commands see
+//! (STYLE: Settings resolved once).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{CommonArgs, FormatArg};
+use crate::credentials::{CredentialSource, Credentials, Secret};
+use crate::platform::{Platform, PlatformChoice, PlatformError};
+use crate::pull::Format;
+use crate::reference::{Reference, ReferenceError};
+use crate::registry::{http::HttpSettings, RegistrySettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("--username {0} needs a password: pipe it to --password-stdin or set IMAGEC_PASSWORD")]
+    NoPassword(String),
+    #[error("a password was given (--password-stdin or IMAGEC_PASSWORD) but no --username")]
+    NoUsername,
+    #[error("--password-stdin: standard input is empty")]
+    EmptyPassword,
+    #[error("--password-stdin: reading standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("--auth-file {0}: no such file")]
+    NoAuthFile(PathBuf),
+    #[error("--ca-cert {0}: no such file")]
+    NoCaCert(PathBuf),
+    #[error("--json and --quiet cannot be used together")]
+    JsonQuiet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    Human,
+    Quiet,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dest: PathBuf,
+    pub platform: PlatformChoice,
+    pub jobs: usize,
+    pub format: Format,
+    pub output: OutputMode,
+    pub verbose: bool,
+    pub registry: RegistrySettings,
+}
+
+impl Settings {
+    pub fn from_args(a: &CommonArgs) -> Result<Settings, UsageError> {
+        if a.json && a.quiet {
+            return Err(UsageError::JsonQuiet);
+        }
+        let platform = match &a.platform {
+            Some(p) => p.parse()?,
+            None => PlatformChoice::One(Platform::host()),
+        };
+        for ca in &a.ca_cert {
+            if !ca.exists() {
+                return Err(UsageError::NoCaCert(ca.clone()));
+            }
+        }
+        Ok(Settings {
+            dest: a.dest.clone(),
+            platform,
+            jobs: a.jobs as usize,
+            format: match a.format {
+                FormatArg::Oci => Format::Oci,
+                FormatArg::Preserve => Format::Preserve,
+            },
+            output: if a.json {
+                OutputMode::Json
+            } else if a.quiet {
+                OutputMode::Quiet
+            } else {
+                OutputMode::Human
+            },
+            verbose: a.verbose,
+            registry: RegistrySettings {
+                http: HttpSettings {
+                    ca_certs: a.ca_cert.clone(),
+                    insecure_skip_verify: a.insecure_skip_verify,
+                    timeout: Some(Duration::from_secs(a.timeout)),
+                },
+                credentials: credentials(a)?,
+                allow_http: a.insecure_allow_http,
+                attempts: a.retries,
+            },
+        })
+    }
+}
+
+pub fn parse_references(refs: &[String]) -> Result<Vec<Reference>, UsageError> {
+    refs.iter()
+        .map(|r| r.parse().map_err(UsageError::from))
+        .collect()
+}
+
+fn credentials(a: &CommonArgs) -> Result<CredentialSource, UsageError> {
+    let password = if a.password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(UsageError::Stdin)?;
+        // Like `docker login --password-stdin`: the trailing newline is not part of it.
+        let s = s.trim_end_matches(['\n', '\r']).to_string();
+        if s.is_empty() {
+            return Err(UsageError::EmptyPassword);
+        }
+        Some(s)
+    } else {
+        std::env::var("IMAGEC_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+    };
+    let username = a.username.clone().filter(|u| !u.is_empty());
+    let explicit = match (username, password) {
+        (Some(username), Some(p)) => Some(Credentials {
+            username,
+            password: Secret::new(p),
+        }),
+        (Some(u), None) => return Err(UsageError::NoPassword(u)),
+        (None, Some(_)) if a.password_stdin => return Err(UsageError::NoUsername),
+        // IMAGEC_PASSWORD alone in the environment is not an error: it may be meant for
+        // another tool run; without a user it is simply not used.
+        (None, _) => None,
+    };
+    let auth_file = match &a.auth_file {
+        Some(f) if !f.exists() => return Err(UsageError::NoAuthFile(f.clone())),
+        Some(f) => Some(f.clone()),
+        None => default_auth_file(),
+    };
+    Ok(CredentialSource {
+        explicit,
+        auth_file,
+    })
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json` (docker CLI's lookup).
+fn default_auth_file() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("config.json"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+}

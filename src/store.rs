@@ -1,0 +1,368 @@
+//! The store at `--dest`: an OCI image layout (image-spec `image-layout.md`) whose blobs are
+//! the layer cache. A blob appears under `blobs/` only after its size and digest were checked:
+//! downloads go to temp files in `.imagec/tmp` (same filesystem), are synced, and renamed into
+//! place. `index.json` is rewritten atomically under a lock, one entry per reference name.
+//!
+//! Write order, which every pull follows so that a reader never sees a reference whose blobs
+//! are missing, whatever happens to the process: 1. layer and config blobs, 2. manifests
+//! (children before the index that names them), 3. the `index.json` entry.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::digest::{Digest, Hasher};
+use crate::manifest::{media, Descriptor};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const SOURCE_DIGEST: &str = "dev.imagec.source.digest";
+pub const SOURCE_MEDIA_TYPE: &str = "dev.imagec.source.media-type";
+
+const PRIVATE: &str = ".imagec";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a valid OCI index: {reason}")]
+    BadIndex { path: PathBuf, reason: String },
+    #[error("{path} is not an OCI image layout (no oci-layout file)")]
+    NotALayout { path: PathBuf },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Open `root` for writing, creating the layout if needed.
+    pub fn create(root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in [store.root.join("blobs/sha256"), store.tmp_dir()] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        let layout = store.root.join("oci-layout");
+        if !layout.exists() {
+            let body = json!({ "imageLayoutVersion": media::OCI_LAYOUT_VERSION });
+            store.write_atomic(&layout, &serde_json::to_vec(&body).unwrap_or_default())?;
+        }
+        let index = store.index_path();
+        if !index.exists() {
+            store.write_atomic(&index, &empty_index())?;
+        }
+        Ok(store)
+    }
+
+    /// Open an existing layout for reading; `None` when `root` does not exist yet.
+    pub fn open(root: &Path) -> Result<Option<Store>, StoreError> {
+        if !root.exists() {
+            return Ok(None);
+        }
+        if !root.join("oci-layout").exists() {
+            return Err(StoreError::NotALayout {
+                path: root.to_path_buf(),
+            });
+        }
+        Ok(Some(Store {
+            root: root.to_path_buf(),
+        }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    /// Is the blob in the store? Every file under `blobs/` was verified before it was renamed
+    /// there, so presence is enough; the size is checked as a cheap guard against damage.
+    pub fn has_blob(&self, d: &Digest, size: u64) -> bool {
+        fs::metadata(self.blob_path(d)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Read a small blob (a manifest or config) and check its digest: `None` when absent, or
+    /// when the file does not match (it will then be fetched and replaced).
+    pub fn read_blob(&self, d: &Digest, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.blob_path(d);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("opening", &path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err("reading", &path))?;
+        if bytes.len() as u64 > max || &Digest::sha256_of(&bytes) != d {
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Store bytes already verified to have digest `d`. Returns false when it was there.
+    pub fn write_blob(&self, d: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
+        if self.has_blob(d, bytes.len() as u64) {
+            return Ok(false);
+        }
+        self.write_atomic(&self.blob_path(d), bytes)?;
+        Ok(true)
+    }
+
+    /// A temp file for downloading `d`, inside the store's filesystem but not under `blobs/`.
+    pub fn temp_for(&self, d: &Digest) -> Result<tempfile::NamedTempFile, StoreError> {
+        let dir = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(&format!("{}.", d.hex()))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(io_err("creating a temp file in", &dir))
+    }
+
+    /// Move a verified download into `blobs/`: sync the data first so that a crash after the
+    /// rename can never leave a short file under a digest name.
+    pub fn commit(&self, tmp: tempfile::NamedTempFile, d: &Digest) -> Result<(), StoreError> {
+        let dest = self.blob_path(d);
+        tmp.as_file()
+            .sync_data()
+            .map_err(io_err("syncing", tmp.path()))?;
+        tmp.persist(&dest)
+            .map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        Ok(())
+    }
+
+    /// Hash a blob already in the store (used when checking what a layer holds).
+    pub fn hash_blob(&self, d: &Digest) -> Result<Digest, StoreError> {
+        let path = self.blob_path(d);
+        let mut f = File::open(&path).map_err(io_err("opening", &path))?;
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).map_err(io_err("reading", &path))?;
+            if n == 0 {
+                return Ok(h.finish());
+            }
+            h.update(&buf[..n]);
+        }
+    }
+
+    /// The entries of `index.json`, as stored (entries we cannot parse are skipped).
+    pub fn entries(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let index = self.read_index()?;
+        Ok(index["manifests"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The entry named `name`, if any.
+    pub fn entry(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .find(|d| ref_name(d) == Some(name)))
+    }
+
+    /// Put `entry` in `index.json`, replacing any entry with the same reference name and keeping
+    /// every other entry (and field) as it was. Read-modify-write happens under the store lock
+    /// so that concurrent pulls never lose each other's entries. Returns false, and writes
+    /// nothing, when the index already holds exactly this entry.
+    pub fn set_entry(&self, entry: &Descriptor) -> Result<bool, StoreError> {
+        let name = ref_name(entry).unwrap_or_default().to_string();
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let new = serde_json::to_value(entry).map_err(|e| StoreError::BadIndex {
+            path: self.index_path(),
+            reason: e.to_string(),
+        })?;
+        let manifests = match index.get_mut("manifests") {
+            Some(Value::Array(a)) => a,
+            _ => {
+                index["manifests"] = Value::Array(vec![]);
+                index["manifests"].as_array_mut().expect("just set")
+            }
+        };
+        let same_name = |v: &Value| v["annotations"][REF_NAME].as_str() == Some(name.as_str());
+        if manifests.iter().filter(|v| same_name(v)).count() == 1
+            && manifests.iter().any(|v| same_name(v) && *v == new)
+        {
+            return Ok(false);
+        }
+        match manifests.iter().position(same_name) {
+            Some(i) => {
+                manifests[i] = new;
+                // Never duplicate a name, even if another tool wrote it twice.
+                let mut seen = false;
+                manifests.retain(|v| {
+                    if !same_name(v) {
+                        return true;
+                    }
+                    let keep = !seen;
+                    seen = true;
+                    keep
+                });
+            }
+            None => manifests.push(new),
+        }
+        let bytes = serde_json::to_vec(&index).unwrap_or_default();
+        self.write_atomic(&self.index_path(), &bytes)?;
+        Ok(true)
+    }
+
+    fn read_index(&self) -> Result<Value, StoreError> {
+        let path = self.index_path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => empty_index(),
+            Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadIndex {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if !v.is_object() {
+            return Err(StoreError::BadIndex {
+                path,
+                reason: "not a JSON object".into(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// An exclusive lock on the store, released when the returned file is dropped (or the
+    /// process dies: the kernel releases flock locks, so no stale lock file can block a user).
+    fn lock(&self) -> Result<File, StoreError> {
+        let path = self.root.join(PRIVATE).join("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        f.lock().map_err(io_err("locking", &path))?;
+        Ok(f)
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(PRIVATE).join("tmp")
+    }
+
+    /// Write a whole file so that readers see the old or the new content, never a mix.
+    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = self.tmp_dir();
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(io_err("creating a temp file in", &dir))?;
+        tmp.write_all(bytes)
+            .map_err(io_err("writing", tmp.path()))?;
+        tmp.as_file()
+            .sync_data()
+            .map_err(io_err("syncing", tmp.path()))?;
+        tmp.persist(dest)
+            .map_err(|e| io_err("renaming into", dest)(e.error))?;
+        Ok(())
+    }
+}
+
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
+}
+
+fn empty_index() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": []
+    }))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn entry(name: &str, n: u8) -> Descriptor {
+        Descriptor {
+            media_type: media::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(&[n]),
+            size: 1,
+            urls: None,
+            annotations: Some(BTreeMap::from([(REF_NAME.to_string(), name.to_string())])),
+            platform: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn index_entries_replace_by_name_and_keep_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        assert!(s.set_entry(&entry("a:1", 1)).unwrap());
+        assert!(s.set_entry(&entry("b:1", 2)).unwrap());
+        assert!(
+            !s.set_entry(&entry("a:1", 1)).unwrap(),
+            "same entry rewrites nothing"
+        );
+        assert!(s.set_entry(&entry("a:1", 3)).unwrap());
+        let e = s.entries().unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            s.entry("a:1").unwrap().unwrap().digest,
+            Digest::sha256_of(&[3])
+        );
+        assert_eq!(
+            s.entry("b:1").unwrap().unwrap().digest,
+            Digest::sha256_of(&[2])
+        );
+    }
+
+    #[test]
+    fn blobs_are_verified_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"abc");
+        assert!(s.write_blob(&d, b"abc").unwrap());
+        assert!(!s.write_blob(&d, b"abc").unwrap());
+        assert_eq!(s.read_blob(&d, 10).unwrap().unwrap(), b"abc");
+        fs::write(s.blob_path(&d), b"abd").unwrap();
+        assert_eq!(
+            s.read_blob(&d, 10).unwrap(),
+            None,
+            "a damaged blob reads as absent"
+        );
+        assert!(fs::read_dir(dir.path().join(".imagec/tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+}
