@@ -397,9 +397,9 @@ fn oci_manifest_is_stored_as_served() {
 #[test]
 fn preserve_format_keeps_registry_digests_and_media_types() {
     let (name, list_digest, amd, _) = two_platform_list("pull/preserve", Format::Docker);
-    let dest = dest();
-    pull(&dest, &["--format", "preserve", "--platform", "all", &name]).expect(0);
-    let e = entry(&dest, &name);
+    let all = dest();
+    pull(&all, &["--format", "preserve", "--platform", "all", &name]).expect(0);
+    let e = entry(&all, &name);
     assert_eq!(e["digest"], list_digest.as_str());
     assert_eq!(
         e["mediaType"],
