@@ -11,7 +11,7 @@ use support::*;
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-fn dest() -> PathBuf {
+fn fresh_dest() -> PathBuf {
     world().temp_dir().join("store")
 }
 
@@ -34,7 +34,7 @@ fn docker_image_lands_as_oci_layout_that_skopeo_and_umoci_read() {
     let reg = world().plain().host();
     let img = docker_image(1);
     let digest = push_image(&reg, "pull/basic", "1.4", &img);
-    let dest = dest();
+    let dest = fresh_dest();
     let name = format!("{reg}/pull/basic:1.4");
 
     let out = pull(&dest, &[&name]).expect(0);
@@ -133,7 +133,7 @@ fn repeat_pull_makes_one_head_downloads_nothing_and_rewrites_no_file() {
     let reg = plain.host();
     let img = docker_image(2);
     let digest = push_image(&reg, "pull/repeat", "1", &img);
-    let dest = dest();
+    let dest = fresh_dest();
     let name = format!("{reg}/pull/repeat:1");
     pull(&dest, &[&name]).expect(0);
 
@@ -178,7 +178,7 @@ fn repeat_pull_makes_one_head_downloads_nothing_and_rewrites_no_file() {
 #[test]
 fn retagged_image_in_store_is_refreshed_when_the_tag_moves() {
     let reg = world().plain().host();
-    let dest = dest();
+    let dest = fresh_dest();
     let name = format!("{reg}/pull/moving:latest");
     let first = push_image(&reg, "pull/moving", "latest", &docker_image(3));
     pull(&dest, &[&name]).expect(0);
@@ -214,7 +214,7 @@ fn shared_layers_are_fetched_once_when_pulling_several_images() {
     );
     push_image(&reg, "pull/share-a", "1", &a);
     push_image(&reg, "pull/share-b", "1", &b);
-    let dest = dest();
+    let dest = fresh_dest();
     let (na, nb) = (
         format!("{reg}/pull/share-a:1"),
         format!("{reg}/pull/share-b:1"),
@@ -268,7 +268,7 @@ fn two_platform_list(repo: &str, format: Format) -> (String, String, Image, Imag
 #[test]
 fn manifest_list_pull_takes_the_requested_platform() {
     let (name, list_digest, amd, arm) = two_platform_list("pull/list", Format::Docker);
-    let dest = dest();
+    let dest = fresh_dest();
     let out = pull(&dest, &["--json", "--platform", "linux/arm64", &name]).expect(0);
     let r = &out.json_lines()[0];
     assert_eq!(r["digest"], list_digest.as_str());
@@ -324,7 +324,7 @@ fn manifest_list_pull_takes_the_requested_platform() {
 #[test]
 fn platform_all_keeps_every_platform_in_an_oci_index() {
     let (name, list_digest, amd, arm) = two_platform_list("pull/list-all", Format::Docker);
-    let dest = dest();
+    let dest = fresh_dest();
     let out = pull(&dest, &["--json", "--platform", "all", &name]).expect(0);
     let r = &out.json_lines()[0];
     assert_eq!(r["platform"], "all");
@@ -362,7 +362,7 @@ fn platform_all_keeps_every_platform_in_an_oci_index() {
 #[test]
 fn oci_index_is_stored_exactly_as_served() {
     let (name, index_digest, _, _) = two_platform_list("pull/oci-index", Format::Oci);
-    let dest = dest();
+    let dest = fresh_dest();
     let out = pull(&dest, &["--json", "--platform", "all", &name]).expect(0);
     let r = &out.json_lines()[0];
     assert_eq!(r["digest"], index_digest.as_str());
@@ -383,7 +383,7 @@ fn oci_manifest_is_stored_as_served() {
         vec![layer_from_fixture("rootfs")],
     );
     let digest = push_image(&reg, "pull/oci", "v1", &img);
-    let dest = dest();
+    let dest = fresh_dest();
     let name = format!("{reg}/pull/oci:v1");
     let r = pull(&dest, &["--json", &name]).expect(0).json_lines()[0].clone();
     assert_eq!(r["digest"], digest.as_str());
@@ -397,7 +397,7 @@ fn oci_manifest_is_stored_as_served() {
 #[test]
 fn preserve_format_keeps_registry_digests_and_media_types() {
     let (name, list_digest, amd, _) = two_platform_list("pull/preserve", Format::Docker);
-    let all = dest();
+    let all = fresh_dest();
     pull(&all, &["--format", "preserve", "--platform", "all", &name]).expect(0);
     let e = entry(&all, &name);
     assert_eq!(e["digest"], list_digest.as_str());
@@ -405,7 +405,7 @@ fn preserve_format_keeps_registry_digests_and_media_types() {
         e["mediaType"],
         "application/vnd.docker.distribution.manifest.list.v2+json"
     );
-    let dest2 = dest();
+    let dest2 = fresh_dest();
     pull(
         &dest2,
         &["--format", "preserve", "--platform", "linux/amd64", &name],
@@ -426,7 +426,7 @@ fn preserve_format_keeps_registry_digests_and_media_types() {
 #[test]
 fn missing_platform_exits_4_and_lists_what_the_image_has() {
     let (name, _, _, _) = two_platform_list("pull/noplat", Format::Docker);
-    let dest = dest();
+    let dest = fresh_dest();
     let out = pull(&dest, &["--platform", "linux/s390x", &name]).expect(4);
     assert!(out.stderr.contains("linux/s390x"), "{}", out.stderr);
     assert!(
@@ -442,7 +442,7 @@ fn pull_by_digest_and_by_tag_with_digest() {
     let reg = world().plain().host();
     let img = docker_image(5);
     let digest = push_image(&reg, "pull/bydigest", "t", &img);
-    let dest = dest();
+    let dest = fresh_dest();
     let by_digest = format!("{reg}/pull/bydigest@{digest}");
     let out = pull(&dest, &["-q", &by_digest]).expect(0);
     assert_eq!(out.stdout, format!("{digest}\n"));
@@ -457,7 +457,7 @@ fn pull_by_digest_and_by_tag_with_digest() {
 fn not_found_exits_4_and_says_what_is_missing() {
     let reg = world().plain().host();
     push_image(&reg, "pull/exists", "1", &docker_image(6));
-    let dest = dest();
+    let dest = fresh_dest();
     let out = pull(&dest, &[&format!("{reg}/pull/exists:nope")]).expect(4);
     assert!(out.stderr.contains("MANIFEST_UNKNOWN"), "{}", out.stderr);
     assert!(out.stderr.contains("pull/exists:nope"), "{}", out.stderr);
@@ -474,7 +474,7 @@ fn not_found_exits_4_and_says_what_is_missing() {
 
 #[test]
 fn usage_errors_exit_2_with_a_message() {
-    let dest = dest();
+    let dest = fresh_dest();
     for (args, needle) in [
         (vec!["UPPER/case"], "lowercase"),
         (vec!["a:b:c"], "invalid reference"),
@@ -512,7 +512,7 @@ fn a_blob_that_does_not_match_its_digest_never_lands() {
     bytes[mid] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
 
-    let dest = dest();
+    let dest = fresh_dest();
     let name = format!("{reg}/pull/corrupt:1");
     let out = pull(&dest, &[&name]).expect(1);
     assert!(out.stderr.contains(&bad.digest), "{}", out.stderr);
@@ -540,11 +540,11 @@ fn quiet_and_json_and_plain_progress_output() {
     let digest = push_image(&reg, "pull/output", "1", &img);
     let name = format!("{reg}/pull/output:1");
 
-    let out = pull(&dest(), &["-q", &name]).expect(0);
+    let out = pull(&fresh_dest(), &["-q", &name]).expect(0);
     assert_eq!(out.stdout, format!("{digest}\n"));
     assert_eq!(out.stderr, "");
 
-    let out = pull(&dest(), &["--json", &name]).expect(0);
+    let out = pull(&fresh_dest(), &["--json", &name]).expect(0);
     let r = &out.json_lines()[0];
     let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
     let mut want = vec![
@@ -572,7 +572,7 @@ fn quiet_and_json_and_plain_progress_output() {
     assert_eq!(out.stderr, "", "--json prints no progress");
 
     // Not a terminal: plain lines naming blobs by 12 hex digits, no escape codes.
-    let out = pull(&dest(), &[&name]).expect(0);
+    let out = pull(&fresh_dest(), &[&name]).expect(0);
     assert!(
         !out.stderr.contains('\x1b'),
         "escape codes in: {:?}",
@@ -591,7 +591,7 @@ fn quiet_and_json_and_plain_progress_output() {
             out.stderr
         );
     }
-    let out = pull(&dest(), &[&name]).expect(0);
+    let out = pull(&fresh_dest(), &[&name]).expect(0);
     assert!(
         !out.stderr.contains("already exists"),
         "a fresh store has nothing: {}",
@@ -604,7 +604,7 @@ fn same_name_pulled_again_replaces_its_entry_and_keeps_others() {
     let reg = world().plain().host();
     push_image(&reg, "pull/keep-a", "1", &docker_image(9));
     push_image(&reg, "pull/keep-b", "1", &docker_image(10));
-    let dest = dest();
+    let dest = fresh_dest();
     let a = format!("{reg}/pull/keep-a:1");
     let b = format!("{reg}/pull/keep-b:1");
     pull(&dest, &[&a]).expect(0);
@@ -620,7 +620,7 @@ fn same_name_pulled_again_replaces_its_entry_and_keeps_others() {
 fn one_failing_reference_does_not_stop_the_others() {
     let reg = world().plain().host();
     push_image(&reg, "pull/partial-ok", "1", &docker_image(12));
-    let dest = dest();
+    let dest = fresh_dest();
     let ok = format!("{reg}/pull/partial-ok:1");
     let out = pull(
         &dest,
@@ -641,7 +641,7 @@ fn default_dest_is_images_in_the_working_directory_and_env_overrides_it() {
     run(cmd.args(["pull", "-q", &name])).expect(0);
     entry(&cwd.join("images"), &name);
 
-    let elsewhere = dest();
+    let elsewhere = fresh_dest();
     run(imagec()
         .env("IMAGEC_DEST", &elsewhere)
         .args(["pull", "-q", &name]))

@@ -295,7 +295,7 @@ impl Registry {
                 match status {
                     // A token that the registry refuses although we thought it live has expired
                     // or been revoked mid-pull: fetch a new one once and send again.
-                    401 if ep.uses_tokens() && !renewed => {
+                    401 if ep.uses_tokens() && !renewed && !insufficient_scope(&resp) => {
                         ep.invalidate(&scope);
                         renewed = true;
                         if self.reporter.is_verbose() {
@@ -400,6 +400,15 @@ fn probe(
         }
         Err(e) => Err(e),
     }
+}
+
+/// A 401 whose challenge says `error="insufficient_scope"` refuses a token that is valid but
+/// does not grant this repository (RFC 6750 section 3.1): fetching the same token again cannot
+/// help, unlike `invalid_token` (expired or revoked), which a renewal fixes.
+fn insufficient_scope(resp: &Response<Body>) -> bool {
+    auth::challenges(resp)
+        .iter()
+        .any(|c| c.param("error") == Some("insufficient_scope"))
 }
 
 fn content_type(resp: &Response<Body>) -> String {

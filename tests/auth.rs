@@ -1,0 +1,395 @@
+//! Authentication and transport setups users meet, against the real registry: Basic auth
+//! (flags, environment, docker config files, credential helpers), bearer tokens from a token
+//! server (anonymous and with credentials, one fetch per scope, renewal of an expired token),
+//! TLS with a private CA, an unreachable registry, and no secret in any output.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn fresh_dest() -> PathBuf {
+    world().temp_dir().join("store")
+}
+
+fn small_image(seed: u64) -> Image {
+    image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(seed, 5000)],
+    )
+}
+
+/// Push through the plain registry; the name to pull through `via` (which shares storage).
+fn pushed(repo: &str, seed: u64, via: &Registry) -> String {
+    push_image(&world().plain().host(), repo, "1", &small_image(seed));
+    format!("{}/{repo}:1", via.host())
+}
+
+/// The DOCKER_CONFIG directory imagec() set for this command.
+fn docker_config_dir(cmd: &std::process::Command) -> PathBuf {
+    cmd.get_envs()
+        .find(|(k, _)| *k == "DOCKER_CONFIG")
+        .and_then(|(_, v)| v.map(PathBuf::from))
+        .expect("imagec() sets DOCKER_CONFIG")
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn basic_auth_with_password_on_stdin() {
+    let name = pushed("auth/basic-stdin", 1, world().basic());
+    let dest = fresh_dest();
+    let out = run_with_stdin(
+        imagec()
+            .args(["pull", "-q", "-u", USER, "--password-stdin", "--dest"])
+            .arg(&dest)
+            .arg(&name),
+        &format!("{PASSWORD}\n"),
+    )
+    .expect(0);
+    assert!(out.stdout.starts_with("sha256:"));
+    entry(&dest, &name);
+}
+
+#[test]
+fn basic_auth_from_environment() {
+    let name = pushed("auth/basic-env", 2, world().basic());
+    run(imagec()
+        .env("IMAGEC_USERNAME", USER)
+        .env("IMAGEC_PASSWORD", PASSWORD)
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+}
+
+#[test]
+fn basic_auth_refused_or_missing_exits_3() {
+    let name = pushed("auth/basic-refused", 3, world().basic());
+    let out = run_with_stdin(
+        imagec()
+            .args(["pull", "-u", USER, "--password-stdin", "--dest"])
+            .arg(fresh_dest())
+            .arg(&name),
+        "wrong-password",
+    )
+    .expect(3);
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wrong-password"));
+    let out = run(imagec()
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(3);
+    assert!(out.stderr.contains("credentials"), "{}", out.stderr);
+    // A user without a password is a usage error, before any request.
+    run(imagec()
+        .args(["pull", "-u", USER, "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(2);
+}
+
+#[test]
+fn credentials_from_docker_config_auths() {
+    let name = pushed("auth/config-file", 4, world().basic());
+    let mut cmd = imagec();
+    let config = docker_config_dir(&cmd).join("config.json");
+    let host = world().basic().host();
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths":{{"http://{host}/v2/":{{"auth":"{}"}}}}}}"#,
+            b64(&format!("{USER}:{PASSWORD}"))
+        ),
+    )
+    .unwrap();
+    run(cmd
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+
+    // --auth-file names another file; a wrong entry there is refused (it is really read).
+    let other = world().temp_dir().join("auth.json");
+    std::fs::write(
+        &other,
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+            b64(&format!("{USER}:nope"))
+        ),
+    )
+    .unwrap();
+    run(imagec()
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg("--auth-file")
+        .arg(&other)
+        .arg(&name))
+    .expect(3);
+}
+
+#[test]
+fn credentials_from_a_credential_helper() {
+    let name = pushed("auth/helper", 5, world().basic());
+    let bin = world().temp_dir();
+    // A docker-credential-helpers protocol peer: `get` reads the server URL on stdin.
+    let helper = bin.join("docker-credential-imagectest");
+    let log = bin.join("asked");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho \"$server\" > {}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&helper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&helper, perms).unwrap();
+
+    let mut cmd = imagec();
+    let host = world().basic().host();
+    std::fs::write(
+        docker_config_dir(&cmd).join("config.json"),
+        format!(r#"{{"credHelpers":{{"{host}":"imagectest"}}}}"#),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(cmd
+        .env("PATH", path)
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), host);
+}
+
+#[test]
+fn token_auth_anonymous_pull_of_a_public_repository_fetches_one_token() {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        (0..6).map(|i| random_layer(100 + i, 3000)).collect(),
+    );
+    push_image(&world().plain().host(), "public/many-blobs", "1", &img);
+    let name = format!("{}/public/many-blobs:1", world().token().host());
+    let ts = world().token_server();
+    let scope = "repository:public/many-blobs:";
+    assert_eq!(ts.requests_for_scope(scope), 0);
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+    // A manifest and 7 blobs, one token.
+    assert_eq!(ts.requests_for_scope(scope), 1);
+}
+
+#[test]
+fn token_auth_private_repository_needs_credentials() {
+    let name = pushed("auth/private", 6, world().token());
+    let out = run(imagec()
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(3);
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    let dest = fresh_dest();
+    run(imagec()
+        .env("IMAGEC_USERNAME", USER)
+        .env("IMAGEC_PASSWORD", PASSWORD)
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+    assert_eq!(
+        world()
+            .token_server()
+            .requests_for_scope("repository:auth/private:"),
+        2
+    );
+    // A wrong password is refused by the token server: exit 3.
+    let out = run(imagec()
+        .env("IMAGEC_USERNAME", USER)
+        .env("IMAGEC_PASSWORD", "nope")
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(3);
+    assert!(out.stderr.contains("token server"), "{}", out.stderr);
+}
+
+#[test]
+fn expired_token_is_renewed_once_and_the_pull_succeeds() {
+    let name = pushed("public/expiring", 7, world().token());
+    let ts = world().token_server();
+    let scope = "repository:public/expiring:";
+    ts.expire_next_for(scope, 1);
+    let out = run(imagec()
+        .args(["pull", "-q", "-v", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+    assert_eq!(ts.requests_for_scope(scope), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("token refused"), "{}", out.stderr);
+}
+
+#[test]
+fn token_server_answering_access_token_only() {
+    let name = pushed("public/access-token", 8, world().token());
+    let ts = world().token_server();
+    ts.set_only_access_token(true);
+    let out = run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name));
+    ts.set_only_access_token(false);
+    out.expect(0);
+}
+
+#[test]
+fn tls_with_private_ca() {
+    let name = pushed("auth/tls", 9, world().tls());
+    let ca = world().ca_cert_path();
+    let dest = fresh_dest();
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg("--ca-cert")
+        .arg(ca)
+        .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+
+    // Without the CA: the certificate is refused (no silent fallback to HTTP), exit 1.
+    let out = run(imagec()
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(1);
+    assert!(
+        out.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&world().tls().host()), "{}", out.stderr);
+
+    run(imagec()
+        .args(["pull", "-q", "--insecure-skip-verify", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+    // A CA file that is not PEM is a clear error.
+    let junk = world().temp_dir().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let out = run(imagec()
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg("--ca-cert")
+        .arg(&junk)
+        .arg(&name))
+    .expect(1);
+    assert!(out.stderr.contains("junk.pem"), "{}", out.stderr);
+}
+
+#[test]
+fn unreachable_registry_fails_fast_naming_the_host() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let start = Instant::now();
+    let name = format!("127.0.0.1:{port}/x/y:1");
+    let out = run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(1);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("refused"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // Without -q, each retry of the transient failure is reported as it happens.
+    let out = run(imagec()
+        .args(["pull", "--retries", "3", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(1);
+    assert_eq!(out.stderr.matches("retrying").count(), 2, "{}", out.stderr);
+}
+
+#[test]
+fn verbose_output_never_shows_a_secret() {
+    let ts = world().token_server();
+    for (via, repo) in [
+        (world().basic(), "auth/secret-basic"),
+        (world().token(), "auth/secret-token"),
+    ] {
+        let name = pushed(repo, 10, via);
+        let out = run_with_stdin(
+            imagec()
+                .args(["pull", "-v", "-u", USER, "--password-stdin", "--dest"])
+                .arg(fresh_dest())
+                .arg(&name),
+            PASSWORD,
+        )
+        .expect(0);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("GET"), "-v logs requests: {all}");
+        assert!(!all.contains(PASSWORD), "password in output: {all}");
+        assert!(
+            !all.contains(&b64(&format!("{USER}:{PASSWORD}"))),
+            "basic header in output"
+        );
+        assert!(!all.contains("Bearer ey"), "token in output: {all}");
+        assert!(!all.contains("eyJ"), "JWT in output: {all}");
+    }
+    assert!(ts.requests() > 0);
+}
+
+#[test]
+fn loopback_registry_answers_plain_http_and_others_do_not_fall_back() {
+    // 127.0.0.1 gets HTTP automatically (docker's rule for localhost registries).
+    let name = pushed("auth/loopback", 11, world().plain());
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(0);
+    // localhost is loopback too.
+    let port = world()
+        .plain()
+        .host()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let local = format!("localhost:{port}/auth/loopback:1");
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .arg(&local))
+    .expect(0);
+}
