@@ -217,4 +217,12 @@ mod tests {
         let j = jitter();
         assert!((0.0..1.0).contains(&j));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn retry_after_never_panics(v in "\\PC{0,40}", w in "[A-Za-z]{3}, [0-9]{1,2} [A-Za-z]{3} -?[0-9]{1,5} [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2} GMT") {
+            let _ = parse_retry_after(&v);
+            let _ = parse_retry_after(&w);
+        }
+    }
 }

@@ -344,4 +344,63 @@ mod tests {
         );
         assert!(matches!(e, Err(ManifestError::Malformed { .. })));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON-shaped strings built from manifest field names, so the parser gets past the
+        /// first byte more often than with random bytes alone.
+        fn jsonish() -> impl Strategy<Value = String> {
+            let atom = prop_oneof![
+                Just("\"schemaVersion\"".to_string()),
+                Just("\"mediaType\"".to_string()),
+                Just("\"manifests\"".to_string()),
+                Just("\"config\"".to_string()),
+                Just("\"layers\"".to_string()),
+                Just("\"digest\"".to_string()),
+                Just("\"size\"".to_string()),
+                Just("\"platform\"".to_string()),
+                Just(format!("\"{}\"", media::OCI_INDEX)),
+                Just(format!("\"{}\"", media::DOCKER_MANIFEST)),
+                Just(
+                    "\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\""
+                        .to_string()
+                ),
+                Just("1".to_string()),
+                Just("2".to_string()),
+                Just("-1".to_string()),
+                Just("18446744073709551616".to_string()),
+                Just("null".to_string()),
+                Just("{".to_string()),
+                Just("}".to_string()),
+                Just("[".to_string()),
+                Just("]".to_string()),
+                Just(":".to_string()),
+                Just(",".to_string()),
+                "[a-z0-9\\\"]{0,4}",
+            ];
+            proptest::collection::vec(atom, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn manifest_parsing_never_panics(ct in "[a-z./+0-9-]{0,60}", body in jsonish()) {
+                let d = Digest::sha256_of(body.as_bytes());
+                let _ = media::classify(&ct, body.as_bytes());
+                if let Ok(Manifest::Index(_, idx)) = Manifest::parse(&ct, body.as_bytes(), &d) {
+                    let _ = idx.select(&PlatformChoice::All, "r");
+                    let _ = idx.select(&PlatformChoice::One(Platform::host()), "r");
+                }
+                let _ = ImageConfig::parse(body.as_bytes(), &d).map(|c| (c.platform(), c.layer_history()));
+            }
+
+            #[test]
+            fn manifest_parsing_of_random_bytes_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let d = Digest::sha256_of(&body);
+                let _ = Manifest::parse("", &body, &d);
+                let _ = Manifest::parse(media::OCI_INDEX, &body, &d);
+            }
+        }
+    }
 }

@@ -279,4 +279,12 @@ mod tests {
             "repository%3Aa%2Fb%3Apull"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn token_answers_never_panic(body in "\\PC{0,80}", n in proptest::prelude::any::<i64>()) {
+            let _ = parse_token(body.as_bytes());
+            let _ = parse_token(format!(r#"{{"token":"t","expires_in":{n}}}"#).as_bytes());
+        }
+    }
 }

@@ -221,4 +221,12 @@ mod tests {
         assert!(b.to_string().starts_with("<html> oops </html>"));
         assert_eq!(ErrorBody::parse(b"").to_string(), "");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn error_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let b = ErrorBody::parse(&body);
+            proptest::prop_assert!(b.to_string().chars().count() <= 203 || !b.entries.is_empty());
+        }
+    }
 }

@@ -460,4 +460,17 @@ mod tests {
         assert!(a.starts_with(media::OCI_INDEX));
         assert!(a.ends_with(media::DOCKER_SCHEMA1));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn content_range_never_panics(v in "\\PC{0,40}") {
+            let _ = parse_content_range_start(&v);
+        }
+
+        #[test]
+        fn content_range_round_trips(start in 0u64..u64::MAX / 2, len in 0u64..1 << 40) {
+            let v = format!("bytes {start}-{}/{}", start + len, start + len + 1);
+            proptest::prop_assert_eq!(parse_content_range_start(&v), Some(start));
+        }
+    }
 }

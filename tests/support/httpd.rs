@@ -122,6 +122,11 @@ pub fn error_response(status: u16, code: &str, message: &str) -> Response {
 
 fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    // A TLS ClientHello (record type 0x16) on this plain-HTTP port: answer 400 at once, as
+    // Go's and nginx's HTTP servers do, instead of waiting for a request head that never comes.
+    if reader.fill_buf()?.first() == Some(&0x16) {
+        return Err(invalid("TLS handshake sent to a plain HTTP server"));
+    }
     let mut head = reader.take(MAX_HEAD);
     let mut lines = Vec::new();
     loop {
