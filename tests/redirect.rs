@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use support::httpd::{self, Request, Response};
 use support::*;
 
+/// A request the storage server got: its path and its Authorization header.
+type Seen = (String, Option<String>);
+
 #[test]
 fn credentials_are_not_sent_to_the_redirect_target() {
     let img = image(
@@ -24,7 +27,7 @@ fn credentials_are_not_sent_to_the_redirect_target() {
         .collect();
 
     // The storage server records the Authorization header of every request it gets.
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let storage = {
         let seen = seen.clone();
         let blobs = blobs.clone();
