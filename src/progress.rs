@@ -68,6 +68,14 @@ impl PlainReporter {
 }
 
 impl Reporter for PlainReporter {
+    fn transfer_planned(&self, blobs: usize, bytes: u64) {
+        if blobs > 0 {
+            eprint_line(&format!(
+                "downloading {blobs} blobs ({})",
+                human_size(bytes)
+            ));
+        }
+    }
     fn resolved(&self, reference: &str, digest: &Digest) {
         eprint_line(&format!("{reference}: resolved to {digest}"));
     }
@@ -140,6 +148,7 @@ pub struct BarReporter {
     verbose: bool,
     multi: MultiProgress,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
+    total: Mutex<Option<ProgressBar>>,
 }
 
 impl BarReporter {
@@ -148,6 +157,7 @@ impl BarReporter {
             verbose,
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),
+            total: Mutex::new(None),
         }
     }
 
@@ -174,6 +184,32 @@ impl BarReporter {
 }
 
 impl Reporter for BarReporter {
+    fn transfer_planned(&self, blobs: usize, bytes: u64) {
+        if blobs == 0 {
+            return;
+        }
+        // The total stays at the bottom; blob bars are inserted above it.
+        let bar = self.multi.add(ProgressBar::new(bytes));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "total        [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("{blobs} blobs"));
+        *self.total.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+    fn transfer_finished(&self) {
+        // Finished bars are left as they are; until then indicatif owns those screen lines and
+        // would redraw over whatever is printed after them.
+        if let Some(total) = self.total.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            total.finish();
+        }
+        for (_, bar) in self.bars.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            bar.abandon();
+        }
+    }
     fn resolved(&self, reference: &str, digest: &Digest) {
         self.line(&format!("{reference}: resolved to {digest}"));
     }

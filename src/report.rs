@@ -9,6 +9,10 @@ use crate::digest::Digest;
 pub trait Reporter: Send + Sync {
     /// A reference resolved to a manifest digest at the registry.
     fn resolved(&self, _reference: &str, _digest: &Digest) {}
+    /// The transfer is about to start: `blobs` blobs totalling `bytes` are missing from the store.
+    fn transfer_planned(&self, _blobs: usize, _bytes: u64) {}
+    /// Every blob of the plan is done, skipped or failed.
+    fn transfer_finished(&self) {}
     /// A blob download is starting (`offset` > 0 when resuming).
     fn blob_started(&self, _digest: &Digest, _size: u64, _offset: u64) {}
     /// `bytes` more bytes of this blob arrived.

@@ -53,6 +53,14 @@ pub fn fetch_all(
         .filter(|j| seen.insert(j.descriptor.digest.clone()))
         .collect();
     unique.sort_by_key(|j| std::cmp::Reverse(j.descriptor.size));
+    let missing: Vec<u64> = unique
+        .iter()
+        .filter(|j| !store.has_blob(&j.descriptor.digest, j.descriptor.size))
+        .map(|j| j.descriptor.size)
+        .collect();
+    registry
+        .reporter()
+        .transfer_planned(missing.len(), missing.iter().sum());
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(parallel.max(1))
         .thread_name(|i| format!("imagec-transfer-{i}"))
@@ -67,13 +75,15 @@ pub fn fetch_all(
                 .collect()
         }
     };
-    pool.install(|| {
+    let fetched = pool.install(|| {
         unique
             .par_iter()
             .with_max_len(1)
             .map(|j| fetch_one(registry, store, j))
             .collect()
-    })
+    });
+    registry.reporter().transfer_finished();
+    fetched
 }
 
 fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
