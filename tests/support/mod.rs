@@ -219,6 +219,18 @@ fn scratch_root() -> &'static Path {
     root
 }
 
+/// The binary cargo built for the integration tests; from an example (the demo), the one
+/// beside the examples directory.
+fn imagec_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_imagec") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("imagec")))
+            .unwrap_or_else(|| PathBuf::from("imagec")),
+    }
+}
+
 /// The `imagec` binary under test with a clean environment: only PATH (and TMPDIR,
 /// RUST_BACKTRACE, LLVM_PROFILE_FILE if set) is inherited; HOME is a fresh empty directory that
 /// is also the working directory (so the default `./images` lands there); DOCKER_CONFIG is a
@@ -229,7 +241,7 @@ pub fn imagec() -> Command {
     let docker_config = home.join("docker-config");
     std::fs::create_dir(&docker_config)
         .unwrap_or_else(|e| panic!("creating {}: {e}", docker_config.display()));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_imagec"));
+    let mut command = Command::new(imagec_binary());
     command.env_clear();
     for name in ["PATH", "TMPDIR", "RUST_BACKTRACE", "LLVM_PROFILE_FILE"] {
         if let Some(value) = std::env::var_os(name) {
