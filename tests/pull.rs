@@ -648,3 +648,32 @@ fn default_dest_is_images_in_the_working_directory_and_env_overrides_it() {
     .expect(0);
     entry(&elsewhere, &name);
 }
+
+#[test]
+fn a_manifest_that_does_not_match_its_digest_is_refused() {
+    let reg = world().plain().host();
+    let img = docker_image(14);
+    let digest = push_image(&reg, "pull/bad-manifest", "1", &img);
+    // The registry serves the stored bytes with Docker-Content-Digest naming the original.
+    let path = world().stored_blob(&digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let i = bytes.iter().position(|b| *b == b'2').unwrap();
+    bytes[i] = b'3';
+    std::fs::write(&path, &bytes).unwrap();
+
+    let dest = fresh_dest();
+    for name in [
+        format!("{reg}/pull/bad-manifest:1"),
+        format!("{reg}/pull/bad-manifest@{digest}"),
+    ] {
+        let out = pull(&dest, &[&name]).expect(1);
+        assert!(out.stderr.contains("does not match"), "{}", out.stderr);
+        assert!(out.stderr.contains(&digest), "{}", out.stderr);
+    }
+    assert!(
+        blobs(&dest).is_empty(),
+        "something landed: {:?}",
+        blobs(&dest)
+    );
+    assert!(index(&dest)["manifests"].as_array().unwrap().is_empty());
+}

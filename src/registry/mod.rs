@@ -170,24 +170,20 @@ impl Registry {
             }
             .into());
         }
-        let actual = Digest::sha256_of(&bytes);
         // A signed schema1 manifest's digest covers its JWS payload, not these bytes; it is
         // verified where schema1 is parsed.
-        let schema1 = media::is_schema1(&media_type, &bytes);
-        if let Some(want) = expected.or(announced.as_ref()) {
-            if !schema1 && want != &actual {
-                return Err(RegistryError::ManifestDigest {
-                    url,
-                    expected: want.clone(),
-                    actual,
-                }
-                .into());
-            }
-        }
+        let digest = if media::is_schema1(&media_type, &bytes) {
+            expected
+                .or(announced.as_ref())
+                .cloned()
+                .unwrap_or_else(|| Digest::sha256_of(&bytes))
+        } else {
+            verify_manifest(&bytes, expected, announced.as_ref(), &url)?
+        };
         Ok(RawManifest {
             bytes,
             media_type,
-            digest: expected.cloned().unwrap_or(actual),
+            digest,
         })
     }
 
@@ -380,6 +376,27 @@ impl Registry {
     }
 }
 
+/// SPEC: verify every manifest against the requested digest, and against
+/// `Docker-Content-Digest` when present. Either one disagreeing with the bytes is an error.
+fn verify_manifest(
+    bytes: &[u8],
+    expected: Option<&Digest>,
+    announced: Option<&Digest>,
+    url: &str,
+) -> Result<Digest, RegistryError> {
+    let actual = Digest::sha256_of(bytes);
+    for want in expected.into_iter().chain(announced) {
+        if want != &actual {
+            return Err(RegistryError::ManifestDigest {
+                url: url.to_string(),
+                expected: want.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(actual)
+}
+
 /// HTTPS first; plain HTTP only where allowed, and only if the HTTP answer is a registry's
 /// (200 or 401 on `/v2/`). When both fail, the HTTPS failure is the one reported: it is the
 /// one the user can act on (an untrusted certificate, say) (SPEC: --insecure-allow-http).
@@ -452,6 +469,18 @@ mod tests {
         assert_eq!(parse_content_range_start("bytes 200-100/300"), None);
         assert_eq!(parse_content_range_start("items 1-2/3"), None);
         assert_eq!(parse_content_range_start(""), None);
+    }
+
+    #[test]
+    fn manifests_are_checked_against_both_digests() {
+        let bytes = b"{}";
+        let good = Digest::sha256_of(bytes);
+        let bad = Digest::sha256_of(b"other");
+        assert!(verify_manifest(bytes, Some(&good), Some(&good), "u").is_ok());
+        assert!(verify_manifest(bytes, None, None, "u").is_ok());
+        assert!(verify_manifest(bytes, Some(&good), Some(&bad), "u").is_err());
+        assert!(verify_manifest(bytes, Some(&bad), Some(&good), "u").is_err());
+        assert!(verify_manifest(bytes, None, Some(&bad), "u").is_err());
     }
 
     #[test]
