@@ -87,11 +87,7 @@ fn docker_image_lands_as_oci_layout_that_skopeo_and_umoci_read() {
     );
 
     // The oracles: skopeo inspects it, umoci unpacks it to the fixture files.
-    let inspect: Value = serde_json::from_str(&oracle(
-        "skopeo",
-        &["inspect", &format!("oci:{}:{name}", dest.display())],
-    ))
-    .unwrap();
+    let inspect = skopeo_inspect(&dest, &name, &[]);
     assert_eq!(inspect["Architecture"], "amd64");
     let layers: Vec<&str> = inspect["Layers"]
         .as_array()
@@ -106,21 +102,11 @@ fn docker_image_lands_as_oci_layout_that_skopeo_and_umoci_read() {
             .map(|l| l.digest.as_str())
             .collect::<Vec<_>>()
     );
-    let bundle = world().temp_dir().join("bundle");
-    oracle(
-        "umoci",
-        &[
-            "unpack",
-            "--rootless",
-            "--image",
-            &format!("{}:{name}", dest.display()),
-            bundle.to_str().unwrap(),
-        ],
-    );
+    let rootfs = umoci_unpack(&dest, &name);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rootfs");
     for f in ["hello.txt", "etc/os-release", "usr/share/imagec/notes.txt"] {
         assert_eq!(
-            std::fs::read(bundle.join("rootfs").join(f)).unwrap(),
+            std::fs::read(rootfs.join(f)).unwrap(),
             std::fs::read(fixture.join(f)).unwrap(),
             "{f} unpacked by umoci"
         );
@@ -294,31 +280,17 @@ fn manifest_list_pull_takes_the_requested_platform() {
     assert!(blob_path(&dest, &list_digest).exists());
     assert!(blob_path(&dest, &arm.digest).exists());
 
-    let inspect: Value = serde_json::from_str(&oracle(
-        "skopeo",
-        &["inspect", &format!("oci:{}:{name}", dest.display())],
-    ))
-    .unwrap();
+    let inspect = skopeo_inspect(&dest, &name, &[]);
     assert_eq!(inspect["Architecture"], "arm64");
-    let bundle = world().temp_dir().join("bundle");
-    oracle(
-        "umoci",
-        &[
-            "unpack",
-            "--rootless",
-            "--image",
-            &format!("{}:{name}", dest.display()),
-            bundle.to_str().unwrap(),
-        ],
-    );
+    let rootfs = umoci_unpack(&dest, &name);
     // The arm64 image's one layer holds random-61.bin (3000 bytes); amd64's random-60.bin is absent.
     assert_eq!(
-        std::fs::metadata(bundle.join("rootfs/random-61.bin"))
+        std::fs::metadata(rootfs.join("random-61.bin"))
             .unwrap()
             .len(),
         3000
     );
-    assert!(!bundle.join("rootfs/random-60.bin").exists());
+    assert!(!rootfs.join("random-60.bin").exists());
 }
 
 #[test]
@@ -346,16 +318,7 @@ fn platform_all_keeps_every_platform_in_an_oci_index() {
     }
     assert_eq!(children[1]["platform"]["variant"], "v8");
     // skopeo resolves the index to a platform image (it needs to be told which).
-    let inspect: Value = serde_json::from_str(&oracle(
-        "skopeo",
-        &[
-            "--override-arch",
-            "arm64",
-            "inspect",
-            &format!("oci:{}:{name}", dest.display()),
-        ],
-    ))
-    .unwrap();
+    let inspect = skopeo_inspect(&dest, &name, &["--override-arch", "arm64"]);
     assert_eq!(inspect["Architecture"], "arm64");
 }
 

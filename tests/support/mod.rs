@@ -32,7 +32,10 @@ pub use image::{
 };
 pub use push::{push_blob, push_image, push_index, push_manifest_bytes};
 pub use registry::Registry;
-pub use run::{blob_path, blobs, entry, index, oracle, read_blob_json, run, run_with_stdin, Run};
+pub use run::{
+    blob_path, blobs, entry, index, oracle, read_blob_json, run, run_with_stdin, skopeo_inspect,
+    umoci_unpack, Run,
+};
 pub use token::TokenServer;
 
 /// The one user the Basic-auth registry and the token server accept.

@@ -140,3 +140,25 @@ pub fn oracle(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `skopeo inspect oci:DEST:NAME` (with extra global flags first), parsed.
+#[track_caller]
+pub fn skopeo_inspect(dest: &Path, name: &str, flags: &[&str]) -> serde_json::Value {
+    let target = format!("oci:{}:{name}", dest.display());
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend(["inspect", target.as_str()]);
+    serde_json::from_str(&oracle("skopeo", &args)).expect("skopeo inspect prints JSON")
+}
+
+/// `umoci unpack --image DEST:NAME` into a fresh bundle; returns the bundle's rootfs.
+#[track_caller]
+pub fn umoci_unpack(dest: &Path, name: &str) -> PathBuf {
+    let bundle = super::temp_dir().join("bundle");
+    let image = format!("{}:{name}", dest.display());
+    let bundle_arg = bundle.to_str().expect("a UTF-8 temp path");
+    oracle(
+        "umoci",
+        &["unpack", "--rootless", "--image", &image, bundle_arg],
+    );
+    bundle.join("rootfs")
+}
