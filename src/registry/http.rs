@@ -50,6 +50,9 @@ const MAX_REDIRECTS: usize = 10;
 pub struct Http {
     agent: ureq::Agent,
     reporter: Arc<dyn Reporter>,
+    /// `--timeout` bounds the whole run: each request gets what is left of it, and ureq keeps
+    /// counting while the body is read.
+    deadline: Option<(Instant, Duration)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,12 +86,12 @@ impl Http {
             .user_agent(format!("imagec/{}", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_per_read(Some(READ_TIMEOUT))
-            .timeout_global(settings.timeout)
             .tls_config(tls.build())
             .build();
         Ok(Http {
             agent: config.into(),
             reporter,
+            deadline: settings.timeout.map(|t| (Instant::now() + t, t)),
         })
     }
 
@@ -112,6 +115,16 @@ impl Http {
             };
             for (k, v) in headers {
                 req = req.header(*k, v);
+            }
+            if let Some((deadline, total)) = self.deadline {
+                let left = deadline.saturating_duration_since(start);
+                if left.is_zero() {
+                    return Err(RegistryError::Deadline {
+                        seconds: total.as_secs(),
+                        last: format!("{} {current} not sent", method.as_str()),
+                    });
+                }
+                req = req.config().timeout_global(Some(left)).build();
             }
             if let (Some(a), true) = (auth, same_origin) {
                 req = req.header("Authorization", a.expose());
