@@ -57,7 +57,7 @@ fn resolve_code(e: &ResolveError) -> u8 {
 fn transfer_code(e: &TransferError) -> u8 {
     match e {
         TransferError::Client(c) => client_code(c),
-        TransferError::Store(_) => FAILURE,
+        TransferError::Store(_) | TransferError::Layer { .. } => FAILURE,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod credentials;
+pub mod diffid;
 pub mod digest;
 pub mod error;
 pub mod manifest;

@@ -3,12 +3,13 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::diffid;
 use crate::digest::Digest;
-use crate::manifest::{media, ImageConfig, ImageManifest, Manifest};
+use crate::manifest::{self, media, Descriptor, ImageConfig, ImageManifest, Manifest};
 use crate::progress::human_size;
 use crate::pull::PullReport;
 use crate::registry::Registry;
-use crate::resolve::Resolved;
+use crate::resolve::{Content, Resolved};
 use crate::store::{self, Store, StoreError};
 use crate::transfer::{read_small_blob, TransferError};
 
@@ -53,33 +54,66 @@ pub fn layer_rows(
     res: &Resolved,
 ) -> Result<Vec<LayerRow>, TransferError> {
     let img = &res.images[0];
-    let config = config_of(registry, store, res, &img.manifest)?;
-    let history = config.layer_history();
-    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-    Ok(img
-        .manifest
-        .layers
+    let row = |l: &Descriptor, diff_id: Option<String>, created_by: Option<String>| LayerRow {
+        digest: l.digest.clone(),
+        size: l.size,
+        media_type: l.media_type.clone(),
+        diff_id,
+        created_by,
+        empty_layer: l.digest.to_string() == media::EMPTY_GZIP_LAYER,
+    };
+    match &img.content {
+        Content::Manifest(m) => {
+            let config = config_of(registry, store, res, &m.config)?;
+            let history = config.layer_history();
+            let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+            Ok(m.layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    row(
+                        l,
+                        diff_ids.get(i).cloned(),
+                        history.get(i).cloned().flatten(),
+                    )
+                })
+                .collect())
+        }
+        Content::Schema1 { manifest, layers } => {
+            let ids = stored_diff_ids(store, layers);
+            Ok(layers
+                .iter()
+                .zip(manifest.layers())
+                .zip(ids)
+                .map(|((l, (_, entry)), id)| row(l, id.map(|d| d.to_string()), entry.created_by()))
+                .collect())
+        }
+    }
+}
+
+/// Schema1 layers' diff_ids, for the layers the store holds (a local pass over each); the
+/// others cannot be known without downloading them.
+fn stored_diff_ids(store: Option<&Store>, layers: &[Descriptor]) -> Vec<Option<Digest>> {
+    layers
         .iter()
-        .enumerate()
-        .map(|(i, l)| LayerRow {
-            digest: l.digest.clone(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-            diff_id: diff_ids.get(i).cloned(),
-            created_by: history.get(i).cloned().flatten(),
-            empty_layer: l.digest.to_string() == media::EMPTY_GZIP_LAYER,
+        .map(|l| {
+            let store = store?;
+            store.has_blob(&l.digest, l.size).then_some(())?;
+            diffid::of_file(&store.blob_path(&l.digest), &l.digest)
+                .ok()
+                .map(|(d, _)| d)
         })
-        .collect())
+        .collect()
 }
 
 fn config_of(
     registry: &Registry,
     store: Option<&Store>,
     res: &Resolved,
-    m: &ImageManifest,
+    config: &Descriptor,
 ) -> Result<ImageConfig, TransferError> {
-    let bytes = read_small_blob(registry, store, &res.reference, &m.config, MAX_CONFIG)?;
-    Ok(ImageConfig::parse(&bytes, &m.config.digest).unwrap_or_default())
+    let bytes = read_small_blob(registry, store, &res.reference, config, MAX_CONFIG)?;
+    Ok(ImageConfig::parse(&bytes, &config.digest).unwrap_or_default())
 }
 
 pub fn layers_table(rows: &[LayerRow]) -> String {
@@ -120,22 +154,39 @@ pub fn inspect_doc(
     res: &Resolved,
 ) -> Result<Value, TransferError> {
     let img = &res.images[0];
-    let config_bytes = read_small_blob(
-        registry,
-        store,
-        &res.reference,
-        &img.manifest.config,
-        MAX_CONFIG,
-    )?;
+    // Schema1 has no config blob: show the config a pull would make (diff_ids of layers not in
+    // the store are null).
+    let (config_bytes, config_digest) = match &img.content {
+        Content::Manifest(m) => (
+            read_small_blob(registry, store, &res.reference, &m.config, MAX_CONFIG)?,
+            m.config.digest.clone(),
+        ),
+        Content::Schema1 { manifest, layers } => {
+            let bytes = manifest.config(&stored_diff_ids(store, layers));
+            let digest = Digest::sha256_of(&bytes);
+            (bytes, digest)
+        }
+    };
     let config: Value = serde_json::from_slice(&config_bytes).unwrap_or(Value::Null);
-    let manifest: Value = serde_json::from_slice(&img.raw.bytes).unwrap_or(Value::Null);
+    let manifest: Value = match &img.content {
+        Content::Manifest(_) => serde_json::from_slice(&img.raw.bytes).unwrap_or(Value::Null),
+        Content::Schema1 { .. } => manifest::schema1::payload(&img.raw.bytes)
+            .ok()
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .unwrap_or(Value::Null),
+    };
+    let platform = img.platform.as_ref().map(|p| p.to_string()).or_else(|| {
+        ImageConfig::parse(&config_bytes, &config_digest)
+            .ok()?
+            .platform()
+            .map(|p| p.to_string())
+    });
     let mut doc = json!({
         "reference": res.reference.to_string(),
         "digest": res.top.digest,
-        "media_type": res.top_kind.media_type(),
+        "media_type": res.top_media_type(),
         "manifest_digest": img.raw.digest,
-        "platform": img.platform.as_ref().map(|p| p.to_string())
-            .or_else(|| ImageConfig::parse(&config_bytes, &img.manifest.config.digest).ok()?.platform().map(|p| p.to_string())),
+        "platform": platform,
         "manifest": manifest,
         "config": config,
     });
@@ -178,6 +229,7 @@ pub fn image_rows(store: &Store) -> Result<Vec<ImageRow>, StoreError> {
                 Ok(Manifest::Image(_, m)) => {
                     images.push((*m, e.platform.as_ref().map(|p| p.to_string())))
                 }
+                Ok(Manifest::Schema1(_)) | Err(_) => {}
                 Ok(Manifest::Index(_, index)) => {
                     for child in index.manifests {
                         count(&child.digest, child.size, &mut size);
@@ -192,7 +244,6 @@ pub fn image_rows(store: &Store) -> Result<Vec<ImageRow>, StoreError> {
                         }
                     }
                 }
-                Err(_) => {}
             }
         }
         for (m, platform) in images {

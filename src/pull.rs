@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use crate::digest::Digest;
-use crate::manifest::{self, media, media::Kind, Descriptor, ImageConfig};
+use crate::manifest::{self, media, media::Kind, Descriptor, ImageConfig, ImageManifest};
 use crate::platform::PlatformChoice;
 use crate::reference::Reference;
 use crate::registry::Registry;
-use crate::resolve::{resolve, ResolveError, Resolved, ResolvedImage};
+use crate::resolve::{resolve, Content, ResolveError, Resolved, ResolvedImage};
 use crate::store::{Store, StoreError, REF_NAME, SOURCE_DIGEST, SOURCE_MEDIA_TYPE};
 use crate::transfer::{fetch_all, BlobJob, TransferError};
 
@@ -83,22 +83,27 @@ pub fn pull(
     let mut owner: HashMap<Digest, usize> = HashMap::new();
     for (i, (_, res)) in resolved.iter().enumerate() {
         let Ok(res) = res else { continue };
-        for d in res.blobs() {
-            if store.has_blob(&d.digest, d.size) {
-                cached.insert(d.digest.clone());
+        for img in &res.images {
+            let schema1 = matches!(img.content, Content::Schema1 { .. });
+            for d in img.config().into_iter().chain(img.layers()) {
+                if store.has_blob(&d.digest, d.size) {
+                    cached.insert(d.digest.clone());
+                }
+                owner.entry(d.digest.clone()).or_insert(i);
+                jobs.push(BlobJob {
+                    source: res.reference.clone(),
+                    descriptor: d.clone(),
+                    diff_id: schema1,
+                });
             }
-            owner.entry(d.digest.clone()).or_insert(i);
-            jobs.push(BlobJob {
-                source: res.reference.clone(),
-                descriptor: d.clone(),
-            });
         }
     }
     let fetched = fetch_all(registry, store, jobs, opts.jobs);
-    let mut outcome: HashMap<Digest, (u64, Result<(), TransferError>)> = fetched
-        .into_iter()
-        .map(|f| (f.digest, (f.bytes_received, f.result)))
-        .collect();
+    let mut outcome: HashMap<Digest, (u64, Result<Option<(Digest, bool)>, TransferError>)> =
+        fetched
+            .into_iter()
+            .map(|f| (f.digest, (f.bytes_received, f.result)))
+            .collect();
 
     resolved
         .into_iter()
@@ -121,7 +126,11 @@ pub fn pull(
                     .filter(|(d, _)| owner.get(*d) == Some(&i))
                     .map(|(_, (n, _))| *n)
                     .sum();
-                let stored = store_reference(store, &res, opts)?;
+                let diff_ids: HashMap<Digest, (Digest, bool)> = outcome
+                    .iter()
+                    .filter_map(|(d, (_, r))| Some((d.clone(), r.as_ref().ok()?.clone()?)))
+                    .collect();
+                let stored = store_reference(store, &res, opts, &diff_ids)?;
                 Ok(report(store, &res, stored, &cached, opts, bytes, start))
             });
             (r, result)
@@ -137,19 +146,28 @@ fn missing(store: &Store, d: &Digest) -> PullError {
     })
 }
 
-/// Write the manifests of one reference and then its index entry. Returns the entry.
+/// What was stored for one reference: its index entry and the image manifests as stored.
+struct Stored {
+    entry: Descriptor,
+    images: Vec<ImageManifest>,
+}
+
+/// Write the manifests of one reference and then its index entry.
 fn store_reference(
     store: &Store,
     res: &Resolved,
     opts: &PullOptions,
-) -> Result<Descriptor, StoreError> {
-    let children: Vec<Descriptor> = res
-        .images
-        .iter()
-        .map(|img| store_image(store, img, opts.format))
-        .collect::<Result<_, _>>()?;
+    diff_ids: &HashMap<Digest, (Digest, bool)>,
+) -> Result<Stored, StoreError> {
+    let mut children = Vec::new();
+    let mut images = Vec::new();
+    for img in &res.images {
+        let (descriptor, manifest) = store_image(store, img, opts.format, diff_ids)?;
+        children.push(descriptor);
+        images.push(manifest);
+    }
     // The bytes the registry served for the reference itself are always kept.
-    store.write_blob(&res.top.digest, &res.top.bytes)?;
+    store.write_blob(&Digest::sha256_of(&res.top.bytes), &res.top.bytes)?;
     let mut entry =
         match (&res.index, &opts.platform) {
             (None, _) | (Some(_), PlatformChoice::One(_)) => children
@@ -181,36 +199,99 @@ fn store_reference(
         annotations.insert(SOURCE_DIGEST.to_string(), res.top.digest.to_string());
         annotations.insert(
             SOURCE_MEDIA_TYPE.to_string(),
-            res.top_kind.media_type().to_string(),
+            res.top_media_type().to_string(),
         );
     }
     entry.annotations = Some(annotations);
     store.set_entry(&entry)?;
-    Ok(entry)
+    Ok(Stored { entry, images })
 }
 
-/// Store one image manifest (served bytes, plus the OCI rewrite when asked) and return the
-/// descriptor the store's index or entry should use for it.
+/// Store one image manifest (the served bytes, plus the OCI form when it is converted) and
+/// return the descriptor the index entry or index should use, with the manifest as stored.
 fn store_image(
     store: &Store,
     img: &ResolvedImage,
     format: Format,
-) -> Result<Descriptor, StoreError> {
-    store.write_blob(&img.raw.digest, &img.raw.bytes)?;
-    let mut d = if format == Format::Oci && img.kind == Kind::DockerManifest {
-        let bytes = manifest::to_bytes(&manifest::image_to_oci(&img.manifest));
-        let digest = Digest::sha256_of(&bytes);
-        store.write_blob(&digest, &bytes)?;
-        plain_descriptor(media::OCI_MANIFEST, digest, bytes.len() as u64)
-    } else {
-        plain_descriptor(
-            img.kind.media_type(),
-            img.raw.digest.clone(),
-            img.raw.bytes.len() as u64,
-        )
+    diff_ids: &HashMap<Digest, (Digest, bool)>,
+) -> Result<(Descriptor, ImageManifest), StoreError> {
+    // Named by the sha256 of the bytes: for signed schema1 that is not the registry's digest
+    // (which covers the JWS payload only), but every file under blobs/ must match its name.
+    store.write_blob(&Digest::sha256_of(&img.raw.bytes), &img.raw.bytes)?;
+    let converted = match &img.content {
+        Content::Manifest(m) if format == Format::Oci && img.kind == Kind::DockerManifest => {
+            Some(manifest::image_to_oci(m))
+        }
+        Content::Manifest(_) => None,
+        // Schema1 is always converted: no modern tool reads it, and it cannot be stored under
+        // the registry's digest anyway (see above).
+        Content::Schema1 { manifest, layers } => {
+            Some(schema1_to_oci(store, manifest, layers, diff_ids)?)
+        }
+    };
+    let (mut d, m) = match (converted, &img.content) {
+        (Some(oci), _) => {
+            let bytes = manifest::to_bytes(&oci);
+            let digest = Digest::sha256_of(&bytes);
+            store.write_blob(&digest, &bytes)?;
+            (
+                plain_descriptor(media::OCI_MANIFEST, digest, bytes.len() as u64),
+                oci,
+            )
+        }
+        (None, Content::Manifest(m)) => (
+            plain_descriptor(
+                img.kind.media_type(),
+                img.raw.digest.clone(),
+                img.raw.bytes.len() as u64,
+            ),
+            (**m).clone(),
+        ),
+        (None, Content::Schema1 { .. }) => unreachable!("schema1 is always converted"),
     };
     d.platform = img.platform.clone();
-    Ok(d)
+    Ok((d, m))
+}
+
+/// The OCI image for a schema1 manifest: a config made from its history and the diff_ids
+/// computed while the layers streamed in (written to the store), and a manifest naming it.
+fn schema1_to_oci(
+    store: &Store,
+    m: &manifest::schema1::Schema1,
+    layers: &[Descriptor],
+    diff_ids: &HashMap<Digest, (Digest, bool)>,
+) -> Result<ImageManifest, StoreError> {
+    let ids: Vec<Option<Digest>> = layers
+        .iter()
+        .map(|l| diff_ids.get(&l.digest).map(|(d, _)| d.clone()))
+        .collect();
+    if let Some(i) = ids.iter().position(Option::is_none) {
+        return Err(StoreError::BadIndex {
+            path: store.blob_path(&layers[i].digest),
+            reason: "the layer's diff_id was not computed".into(),
+        });
+    }
+    let config = m.config(&ids);
+    let config_digest = Digest::sha256_of(&config);
+    store.write_blob(&config_digest, &config)?;
+    let layers = layers
+        .iter()
+        .map(|l| {
+            let gzip = diff_ids.get(&l.digest).is_none_or(|(_, gz)| *gz);
+            plain_descriptor(
+                manifest::schema1::layer_media_type(gzip),
+                l.digest.clone(),
+                l.size,
+            )
+        })
+        .collect();
+    Ok(ImageManifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.to_string()),
+        config: plain_descriptor(media::OCI_CONFIG, config_digest, config.len() as u64),
+        layers,
+        extra: BTreeMap::new(),
+    })
 }
 
 fn plain_descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
@@ -228,21 +309,21 @@ fn plain_descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
 fn report(
     store: &Store,
     res: &Resolved,
-    entry: Descriptor,
+    stored: Stored,
     cached: &HashSet<Digest>,
     opts: &PullOptions,
     bytes_downloaded: u64,
     start: Instant,
 ) -> PullReport {
-    let single = res.images.len() == 1 && !matches!(opts.platform, PlatformChoice::All);
-    let platform = if matches!(opts.platform, PlatformChoice::All) && res.index.is_some() {
+    let all = matches!(opts.platform, PlatformChoice::All) && res.index.is_some();
+    let platform = if all {
         Some("all".to_string())
     } else {
         res.images
             .first()
             .and_then(|img| {
                 img.platform.clone().or_else(|| {
-                    let c = &img.manifest.config;
+                    let c = &stored.images.first()?.config;
                     let bytes = store.read_blob(&c.digest, 16 << 20).ok().flatten()?;
                     ImageConfig::parse(&bytes, &c.digest).ok()?.platform()
                 })
@@ -250,29 +331,27 @@ fn report(
             .map(|p| p.to_string())
     };
     let mut seen = HashSet::new();
-    let layers = res
+    let layers = stored
         .images
         .iter()
-        .flat_map(|img| img.manifest.layers.iter().map(move |l| (img.kind, l)))
-        .filter(|(_, l)| seen.insert(l.digest.clone()))
-        .map(|(kind, l)| LayerReport {
+        .flat_map(|m| m.layers.iter())
+        .filter(|l| seen.insert(l.digest.clone()))
+        .map(|l| LayerReport {
             digest: l.digest.clone(),
             size: l.size,
-            media_type: if opts.format == Format::Oci && kind == Kind::DockerManifest {
-                media::to_oci(&l.media_type).to_string()
-            } else {
-                l.media_type.clone()
-            },
+            media_type: l.media_type.clone(),
             cached: cached.contains(&l.digest),
         })
         .collect();
     PullReport {
         reference: res.reference.to_string(),
         digest: res.top.digest.clone(),
-        media_type: res.top_kind.media_type().to_string(),
-        stored_digest: entry.digest,
+        media_type: res.top_media_type().to_string(),
+        stored_digest: stored.entry.digest,
         platform,
-        config: single.then(|| res.images[0].manifest.config.digest.clone()),
+        config: (!all)
+            .then(|| stored.images.first().map(|m| m.config.digest.clone()))
+            .flatten(),
         layers,
         bytes_downloaded,
         elapsed_ms: start.elapsed().as_millis() as u64,

@@ -4,8 +4,13 @@
 //! `HEAD` tells the current digest, and manifests the store holds are read from it instead of
 //! fetched again (SPEC: a repeat pull asks the registry only for the manifest).
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::digest::Digest;
-use crate::manifest::{media::Kind, Descriptor, ImageManifest, Index, Manifest, ManifestError};
+use crate::manifest::schema1::Schema1;
+use crate::manifest::{
+    media, media::Kind, Descriptor, ImageManifest, Index, Manifest, ManifestError,
+};
 use crate::platform::{Platform, PlatformChoice};
 use crate::reference::Reference;
 use crate::registry::{ClientError, RawManifest, Registry, RegistryError, MAX_MANIFEST};
@@ -28,6 +33,21 @@ pub enum ResolveError {
     },
     #[error("index {index} nests another index ({child}); nested indexes are not supported")]
     Nested { index: Digest, child: Digest },
+    #[error("index {index} lists a schema1 manifest ({child}), which an index cannot hold")]
+    Schema1InIndex { index: Digest, child: Digest },
+}
+
+/// What an image is made of.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A schema2 or OCI image manifest: config and layers are named.
+    Manifest(Box<ImageManifest>),
+    /// A schema1 manifest: its layers (base first, throwaways left out, sizes learned with
+    /// `HEAD`); the config is made from its history once the layers' diff_ids are known.
+    Schema1 {
+        manifest: Box<Schema1>,
+        layers: Vec<Descriptor>,
+    },
 }
 
 /// One image manifest to pull.
@@ -35,9 +55,40 @@ pub enum ResolveError {
 pub struct ResolvedImage {
     pub raw: RawManifest,
     pub kind: Kind,
-    pub manifest: ImageManifest,
+    pub content: Content,
     /// The platform the index listed it under (None for a single-image reference).
     pub platform: Option<Platform>,
+}
+
+impl ResolvedImage {
+    /// The config blob, when the manifest names one (not schema1).
+    pub fn config(&self) -> Option<&Descriptor> {
+        match &self.content {
+            Content::Manifest(m) => Some(&m.config),
+            Content::Schema1 { .. } => None,
+        }
+    }
+
+    /// The layers, base first.
+    pub fn layers(&self) -> &[Descriptor] {
+        match &self.content {
+            Content::Manifest(m) => &m.layers,
+            Content::Schema1 { layers, .. } => layers,
+        }
+    }
+
+    /// The media type the registry served this manifest as.
+    pub fn served_media_type(&self) -> &str {
+        served_media_type(self.kind, &self.raw)
+    }
+}
+
+/// Schema1 comes signed (`prettyjws`) or not (`v1+json`): report what was served.
+fn served_media_type(kind: Kind, raw: &RawManifest) -> &str {
+    match (kind, raw.media_type.as_str()) {
+        (Kind::Schema1, t @ (media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)) => t,
+        _ => kind.media_type(),
+    }
 }
 
 /// What a reference resolved to.
@@ -56,7 +107,12 @@ impl Resolved {
     pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
         self.images
             .iter()
-            .flat_map(|i| std::iter::once(&i.manifest.config).chain(i.manifest.layers.iter()))
+            .flat_map(|i| i.config().into_iter().chain(i.layers().iter()))
+    }
+
+    /// The media type the reference resolved to at the registry.
+    pub fn top_media_type(&self) -> &str {
+        served_media_type(self.top_kind, &self.top)
     }
 }
 
@@ -72,19 +128,26 @@ pub fn resolve(
     reporter.resolved(&name, &top.digest);
     let parsed = Manifest::parse(&top.media_type, &top.bytes, &top.digest)?;
     let top_kind = parsed.kind();
-    match parsed {
-        Manifest::Image(kind, manifest) => Ok(Resolved {
+    let single = |content| {
+        Ok(Resolved {
             reference: reference.clone(),
             top: top.clone(),
             top_kind,
             index: None,
             images: vec![ResolvedImage {
-                raw: top,
-                kind,
-                manifest: *manifest,
+                raw: top.clone(),
+                kind: top_kind,
+                content,
                 platform: None,
             }],
-        }),
+        })
+    };
+    match parsed {
+        Manifest::Image(_, manifest) => single(Content::Manifest(manifest)),
+        Manifest::Schema1(manifest) => {
+            let layers = schema1_layers(registry, store, reference, &manifest)?;
+            single(Content::Schema1 { manifest, layers })
+        }
         Manifest::Index(_, index) => {
             let mut images = Vec::new();
             for child in index.select(choice, &name)? {
@@ -102,11 +165,17 @@ pub fn resolve(
                     Manifest::Image(kind, manifest) => images.push(ResolvedImage {
                         raw,
                         kind,
-                        manifest: *manifest,
+                        content: Content::Manifest(manifest),
                         platform: child.platform.clone(),
                     }),
                     Manifest::Index(..) => {
                         return Err(ResolveError::Nested {
+                            index: top.digest.clone(),
+                            child: child.digest.clone(),
+                        })
+                    }
+                    Manifest::Schema1(_) => {
+                        return Err(ResolveError::Schema1InIndex {
                             index: top.digest.clone(),
                             child: child.digest.clone(),
                         })
@@ -122,6 +191,42 @@ pub fn resolve(
             })
         }
     }
+}
+
+/// Descriptors for a schema1 image's layers. Schema1 names blobs without sizes, and a size
+/// caps every blob stream we read: the store tells it for blobs it has, a `HEAD` for the rest.
+fn schema1_layers(
+    registry: &Registry,
+    store: Option<&Store>,
+    reference: &Reference,
+    manifest: &Schema1,
+) -> Result<Vec<Descriptor>, ResolveError> {
+    let mut sizes: HashMap<&Digest, u64> = HashMap::new();
+    let mut layers = Vec::new();
+    for (digest, _) in manifest.layers() {
+        let size = match sizes.get(digest) {
+            Some(s) => *s,
+            None => {
+                let known = store.and_then(|s| std::fs::metadata(s.blob_path(digest)).ok());
+                let size = match known {
+                    Some(m) => m.len(),
+                    None => registry.blob_size(reference, digest)?,
+                };
+                sizes.insert(digest, size);
+                size
+            }
+        };
+        layers.push(Descriptor {
+            media_type: media::DOCKER_LAYER_GZIP.to_string(),
+            digest: digest.clone(),
+            size,
+            urls: None,
+            annotations: None,
+            platform: None,
+            extra: BTreeMap::new(),
+        });
+    }
+    Ok(layers)
 }
 
 /// The top manifest: from the store when a HEAD says the store has it, else a GET.

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::diffid::{self, DiffId};
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::manifest::Descriptor;
 use crate::reference::Reference;
@@ -20,6 +21,8 @@ use crate::store::{Store, StoreError};
 pub struct BlobJob {
     pub source: Reference,
     pub descriptor: Descriptor,
+    /// Also compute the layer's diff_id (schema1 layers: their config is made from these).
+    pub diff_id: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +31,21 @@ pub enum TransferError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("layer {digest} is not a valid gzip stream: {source}")]
+    Layer {
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// The outcome for one blob: bytes received over the network (0 when it was already there).
+/// The outcome for one blob: bytes received over the network (0 when it was already there),
+/// and its diff_id with whether it is gzip, when asked for.
 #[derive(Debug)]
 pub struct Fetched {
     pub digest: Digest,
     pub bytes_received: u64,
-    pub result: Result<(), TransferError>,
+    pub result: Result<Option<(Digest, bool)>, TransferError>,
 }
 
 /// Fetch every blob in `jobs` that the store lacks, each distinct digest once, at most
@@ -47,10 +57,20 @@ pub fn fetch_all(
     jobs: Vec<BlobJob>,
     parallel: usize,
 ) -> Vec<Fetched> {
+    // One job per digest; its diff_id is wanted if any image sharing it wants it.
+    let want_diff_id: HashSet<Digest> = jobs
+        .iter()
+        .filter(|j| j.diff_id)
+        .map(|j| j.descriptor.digest.clone())
+        .collect();
     let mut seen = HashSet::new();
     let mut unique: Vec<BlobJob> = jobs
         .into_iter()
         .filter(|j| seen.insert(j.descriptor.digest.clone()))
+        .map(|j| BlobJob {
+            diff_id: want_diff_id.contains(&j.descriptor.digest),
+            ..j
+        })
         .collect();
     unique.sort_by_key(|j| std::cmp::Reverse(j.descriptor.size));
     let missing: Vec<u64> = unique
@@ -91,10 +111,19 @@ fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
     let reporter = registry.reporter();
     if store.has_blob(&d.digest, d.size) {
         reporter.blob_skipped(&d.digest, d.size);
+        let result = match job.diff_id {
+            false => Ok(None),
+            true => diffid::of_file(&store.blob_path(&d.digest), &d.digest)
+                .map(Some)
+                .map_err(|source| TransferError::Layer {
+                    digest: d.digest.clone(),
+                    source,
+                }),
+        };
         return Fetched {
             digest: d.digest.clone(),
             bytes_received: 0,
-            result: Ok(()),
+            result,
         };
     }
     let mut received = 0;
@@ -114,7 +143,7 @@ fn download(
     store: &Store,
     job: &BlobJob,
     received: &mut u64,
-) -> Result<(), TransferError> {
+) -> Result<Option<(Digest, bool)>, TransferError> {
     let d = &job.descriptor;
     let reporter = registry.reporter();
     let url = || {
@@ -124,6 +153,7 @@ fn download(
     };
     let mut tmp = store.temp_for(&d.digest)?;
     let mut hasher = Hasher::new();
+    let mut diff_id = job.diff_id.then(DiffId::new);
     let mut attempt = 1;
     let mut started = false;
     loop {
@@ -134,6 +164,7 @@ fn download(
             tmp.as_file_mut().set_len(0).map_err(io(tmp.path()))?;
             tmp.as_file_mut().rewind().map_err(io(tmp.path()))?;
             hasher = Hasher::new();
+            diff_id = job.diff_id.then(DiffId::new);
         }
         if !started {
             reporter.blob_started(&d.digest, d.size, start);
@@ -143,6 +174,7 @@ fn download(
         match copy_with_progress(
             &mut reader,
             tmp.as_file_mut(),
+            diff_id.as_mut(),
             &d.digest,
             registry,
             received,
@@ -158,8 +190,22 @@ fn download(
                         source,
                     })
                 })?;
+                let diff_id =
+                    diff_id
+                        .map(|t| t.finish(&d.digest))
+                        .transpose()
+                        .map_err(|source| TransferError::Layer {
+                            digest: d.digest.clone(),
+                            source,
+                        })?;
                 store.commit(tmp, &d.digest)?;
-                return Ok(());
+                return Ok(diff_id);
+            }
+            Err(CopyError::Layer(e)) => {
+                return Err(TransferError::Layer {
+                    digest: d.digest.clone(),
+                    source: e,
+                })
             }
             Err(CopyError::Write(e)) => {
                 return Err(StoreError::Io {
@@ -195,6 +241,7 @@ fn download(
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
+    Layer(io::Error),
 }
 
 /// Copy until EOF or the size cap, reporting progress; the file is flushed before returning
@@ -202,6 +249,7 @@ enum CopyError {
 fn copy_with_progress<R: Read>(
     reader: &mut HashingReader<R>,
     file: &mut std::fs::File,
+    mut diff_id: Option<&mut DiffId>,
     digest: &Digest,
     registry: &Registry,
     received: &mut u64,
@@ -220,6 +268,9 @@ fn copy_with_progress<R: Read>(
         };
         if let Err(e) = out.write_all(&buf[..n]) {
             return Err(CopyError::Write(e));
+        }
+        if let Some(t) = diff_id.as_deref_mut() {
+            t.update(&buf[..n]).map_err(CopyError::Layer)?;
         }
         *received += n as u64;
         pending += n as u64;

@@ -3,6 +3,7 @@
 //! media types to OCI ones for the store (SPEC: The store, `--format oci`).
 
 pub mod media;
+pub mod schema1;
 
 use std::collections::BTreeMap;
 
@@ -62,14 +63,19 @@ pub struct Index {
 pub enum Manifest {
     Image(Kind, Box<ImageManifest>),
     Index(Kind, Box<Index>),
+    Schema1(Box<schema1::Schema1>),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest {digest} has an unknown media type {media_type:?}")]
     UnknownType { digest: Digest, media_type: String },
-    #[error("manifest {digest} is a Docker schema1 manifest, which this version of imagec does not support yet")]
-    Schema1 { digest: Digest },
+    #[error("schema1 manifest {digest} is invalid: {source}")]
+    Schema1 {
+        digest: Digest,
+        #[source]
+        source: schema1::Schema1Error,
+    },
     #[error("manifest {digest} ({media_type}) is malformed: {source}")]
     Malformed {
         digest: Digest,
@@ -121,9 +127,12 @@ impl Manifest {
             }
         };
         match kind {
-            Kind::Schema1 => Err(ManifestError::Schema1 {
-                digest: digest.clone(),
-            }),
+            Kind::Schema1 => schema1::Schema1::parse(bytes)
+                .map(|m| Manifest::Schema1(Box::new(m)))
+                .map_err(|source| ManifestError::Schema1 {
+                    digest: digest.clone(),
+                    source,
+                }),
             Kind::OciIndex | Kind::DockerList => {
                 let index: Index = serde_json::from_slice(bytes).map_err(malformed)?;
                 version(index.schema_version)?;
@@ -140,6 +149,7 @@ impl Manifest {
     pub fn kind(&self) -> Kind {
         match self {
             Manifest::Image(k, _) | Manifest::Index(k, _) => *k,
+            Manifest::Schema1(_) => Kind::Schema1,
         }
     }
 }

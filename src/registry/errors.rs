@@ -144,6 +144,8 @@ pub enum RegistryError {
     BadRedirect { url: String },
     #[error("manifest {url} is larger than the {limit}-byte cap")]
     ManifestTooLarge { url: String, limit: u64 },
+    #[error("manifest from {url} is not a valid signed schema1 manifest: {reason}")]
+    Schema1Payload { url: String, reason: String },
     #[error("manifest from {url} does not match {expected}: got {actual}")]
     ManifestDigest {
         url: String,

@@ -21,7 +21,7 @@ pub use self::errors::{ErrorBody, RegistryError};
 use self::http::{header, Http, Method};
 use crate::credentials::{CredentialError, CredentialSource};
 use crate::digest::Digest;
-use crate::manifest::media;
+use crate::manifest::{media, schema1};
 use crate::reference::Reference;
 use crate::report::Reporter;
 
@@ -170,16 +170,16 @@ impl Registry {
             }
             .into());
         }
-        // A signed schema1 manifest's digest covers its JWS payload, not these bytes; it is
-        // verified where schema1 is parsed.
-        let digest = if media::is_schema1(&media_type, &bytes) {
-            expected
-                .or(announced.as_ref())
-                .cloned()
-                .unwrap_or_else(|| Digest::sha256_of(&bytes))
+        // A signed schema1 manifest's digest covers its JWS payload, not the bytes served.
+        let actual = if media::is_schema1(&media_type, &bytes) {
+            schema1::digest(&bytes).map_err(|e| RegistryError::Schema1Payload {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?
         } else {
-            verify_manifest(&bytes, expected, announced.as_ref(), &url)?
+            Digest::sha256_of(&bytes)
         };
+        let digest = verify_manifest(actual, expected, announced.as_ref(), &url)?;
         Ok(RawManifest {
             bytes,
             media_type,
@@ -218,6 +218,23 @@ impl Registry {
             0
         };
         Ok((Box::new(resp.into_body().into_reader()), start))
+    }
+
+    /// The size of a blob, from a `HEAD` (schema1 manifests do not carry layer sizes).
+    pub fn blob_size(&self, r: &Reference, digest: &Digest) -> Result<u64, ClientError> {
+        let path = format!("blobs/{digest}");
+        let resp = self.request(r, Method::Head, &path, &[], "blob")?;
+        header(&resp, "content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                ClientError::from(RegistryError::Status {
+                    method: "HEAD",
+                    url: self.url_of(r, &path).unwrap_or_default(),
+                    status: resp.status().as_u16(),
+                    body: ErrorBody::parse(b"no Content-Length for a blob"),
+                    retry_after: None,
+                })
+            })
     }
 
     /// A full URL for a repository path, once the endpoint is known (for messages).
@@ -379,12 +396,11 @@ impl Registry {
 /// SPEC: verify every manifest against the requested digest, and against
 /// `Docker-Content-Digest` when present. Either one disagreeing with the bytes is an error.
 fn verify_manifest(
-    bytes: &[u8],
+    actual: Digest,
     expected: Option<&Digest>,
     announced: Option<&Digest>,
     url: &str,
 ) -> Result<Digest, RegistryError> {
-    let actual = Digest::sha256_of(bytes);
     for want in expected.into_iter().chain(announced) {
         if want != &actual {
             return Err(RegistryError::ManifestDigest {
@@ -473,14 +489,14 @@ mod tests {
 
     #[test]
     fn manifests_are_checked_against_both_digests() {
-        let bytes = b"{}";
-        let good = Digest::sha256_of(bytes);
+        let good = Digest::sha256_of(b"{}");
         let bad = Digest::sha256_of(b"other");
-        assert!(verify_manifest(bytes, Some(&good), Some(&good), "u").is_ok());
-        assert!(verify_manifest(bytes, None, None, "u").is_ok());
-        assert!(verify_manifest(bytes, Some(&good), Some(&bad), "u").is_err());
-        assert!(verify_manifest(bytes, Some(&bad), Some(&good), "u").is_err());
-        assert!(verify_manifest(bytes, None, Some(&bad), "u").is_err());
+        let v = |e, a| verify_manifest(good.clone(), e, a, "u");
+        assert_eq!(v(Some(&good), Some(&good)).unwrap(), good);
+        assert!(v(None, None).is_ok());
+        assert!(v(Some(&good), Some(&bad)).is_err());
+        assert!(v(Some(&bad), Some(&good)).is_err());
+        assert!(v(None, Some(&bad)).is_err());
     }
 
     #[test]
