@@ -62,6 +62,9 @@ pub enum PullError {
     Store(#[from] StoreError),
 }
 
+/// Per blob: bytes received, and its diff_id (when asked for) or why it failed.
+type Outcome = (u64, Result<Option<(Digest, bool)>, TransferError>);
+
 /// Pull `refs` into `store`. One result per reference, in order: a failure of one reference
 /// does not stop the others.
 pub fn pull(
@@ -99,11 +102,10 @@ pub fn pull(
         }
     }
     let fetched = fetch_all(registry, store, jobs, opts.jobs);
-    let mut outcome: HashMap<Digest, (u64, Result<Option<(Digest, bool)>, TransferError>)> =
-        fetched
-            .into_iter()
-            .map(|f| (f.digest, (f.bytes_received, f.result)))
-            .collect();
+    let mut outcome: HashMap<Digest, Outcome> = fetched
+        .into_iter()
+        .map(|f| (f.digest, (f.bytes_received, f.result)))
+        .collect();
 
     resolved
         .into_iter()

@@ -211,6 +211,8 @@ fn config(storage: &Path, auth: &Auth, tls: Option<&Tls>) -> String {
     // No `storage.cache`: several registries share the rootdirectory, and only without a cache
     // does each see the others' writes at once. Upload purging is off so that nothing but the
     // tests changes the storage. The shared http.secret keeps upload state valid across them.
+    // Schema1 pushes are accepted (distribution refuses them with a 500 otherwise) so that the
+    // tests can serve legacy images.
     let mut text = format!(
         "version: 0.1
 log:
@@ -228,6 +230,9 @@ storage:
 http:
   addr: 127.0.0.1:0
   secret: imagec-test-http-secret
+compatibility:
+  schema1:
+    enabled: true
 ",
         storage = quote(storage)
     );
