@@ -230,9 +230,6 @@ storage:
 http:
   addr: 127.0.0.1:0
   secret: imagec-test-http-secret
-compatibility:
-  schema1:
-    enabled: true
 ",
         storage = quote(storage)
     );
@@ -256,5 +253,6 @@ compatibility:
             quote(root_certs)
         )),
     }
+    text.push_str("compatibility:\n  schema1:\n    enabled: true\n");
     text
 }
