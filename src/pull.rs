@@ -220,6 +220,14 @@ fn store_image(
     // Named by the sha256 of the bytes: for signed schema1 that is not the registry's digest
     // (which covers the JWS payload only), but every file under blobs/ must match its name.
     store.write_blob(&Digest::sha256_of(&img.raw.bytes), &img.raw.bytes)?;
+    if let Content::Schema1 { .. } = img.content {
+        // The payload is what the registry's digest names, so it is stored under that digest:
+        // a repeat pull finds it with a HEAD. (distribution re-signs schema1 on every GET, so
+        // the signed bytes differ each time and could never be found that way.)
+        if let Ok(payload) = manifest::schema1::payload(&img.raw.bytes) {
+            store.write_blob(&Digest::sha256_of(&payload), &payload)?;
+        }
+    }
     let converted = match &img.content {
         Content::Manifest(m) if format == Format::Oci && img.kind == Kind::DockerManifest => {
             Some(manifest::image_to_oci(m))

@@ -23,7 +23,7 @@ pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v
 /// The gzip of an empty tar that schema1 (and some schema2) images use for history entries
 /// that changed no file.
 pub const EMPTY_GZIP_LAYER: &str =
-    "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac";
+    "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4";
 
 /// What kind of document a manifest is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

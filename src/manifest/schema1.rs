@@ -285,7 +285,7 @@ mod tests {
         format!("{body},\n   \"signatures\": [{}]\n}}", sigs.join(",")).into_bytes()
     }
 
-    const PAYLOAD: &str = "{\n   \"schemaVersion\": 1,\n   \"fsLayers\": [\n      {\n         \"blobSum\": \"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac\"\n      }\n   ],\n   \"history\": [\n      {\n         \"v1Compatibility\": \"{\\\"id\\\":\\\"abc\\\",\\\"throwaway\\\":true}\"\n      }\n   ]\n}";
+    const PAYLOAD: &str = "{\n   \"schemaVersion\": 1,\n   \"fsLayers\": [\n      {\n         \"blobSum\": \"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4\"\n      }\n   ],\n   \"history\": [\n      {\n         \"v1Compatibility\": \"{\\\"id\\\":\\\"abc\\\",\\\"throwaway\\\":true}\"\n      }\n   ]\n}";
 
     fn format_length() -> usize {
         PAYLOAD.trim_end()[..PAYLOAD.trim_end().len() - 1]
@@ -323,7 +323,7 @@ mod tests {
         let ok = Schema1::parse(PAYLOAD.as_bytes()).unwrap();
         assert_eq!(ok.fs_layers.len(), 1);
         assert!(ok.layers().is_empty(), "a throwaway entry is not a layer");
-        let two_one = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac"},{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac"}],"history":[{"v1Compatibility":"{\"id\":\"a\"}"}]}"#;
+        let two_one = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"},{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],"history":[{"v1Compatibility":"{\"id\":\"a\"}"}]}"#;
         assert!(matches!(
             Schema1::parse(two_one.as_bytes()),
             Err(Schema1Error::Length {
@@ -331,12 +331,12 @@ mod tests {
                 history: 1
             })
         ));
-        let no_id = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac"}],"history":[{"v1Compatibility":"{\"parent\":\"x\"}"}]}"#;
+        let no_id = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],"history":[{"v1Compatibility":"{\"parent\":\"x\"}"}]}"#;
         assert!(matches!(
             Schema1::parse(no_id.as_bytes()),
             Err(Schema1Error::History { index: 0, .. })
         ));
-        let not_json = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac"}],"history":[{"v1Compatibility":"nope"}]}"#;
+        let not_json = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],"history":[{"v1Compatibility":"nope"}]}"#;
         assert!(Schema1::parse(not_json.as_bytes()).is_err());
         let bad_sum = r#"{"schemaVersion":1,"fsLayers":[{"blobSum":"md5:00"}],"history":[{"v1Compatibility":"{\"id\":\"a\"}"}]}"#;
         assert!(matches!(
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn converts_to_a_config_with_history_and_diff_ids() {
         let m = r##"{"schemaVersion":1,"fsLayers":[
-            {"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46ac"},
+            {"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"},
             {"blobSum":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}],
             "history":[
             {"v1Compatibility":"{\"id\":\"top\",\"parent\":\"base\",\"throwaway\":true,\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"2016-01-02T00:00:00Z\",\"config\":{\"Cmd\":[\"sh\"]},\"container_config\":{\"Cmd\":[\"/bin/sh\",\"-c\",\"#(nop) CMD [\\\"sh\\\"]\"]},\"Size\":0}"},

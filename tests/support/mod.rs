@@ -17,9 +17,11 @@ pub mod client;
 pub mod httpd;
 pub mod image;
 pub mod pki;
+pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod run;
+pub mod schema1;
 pub mod token;
 
 use std::io::Write as _;

@@ -47,7 +47,8 @@ pub fn push_index(
 }
 
 /// PUTs `bytes` as a manifest of `media_type` under `reference`; returns the digest the registry
-/// reports (`Docker-Content-Digest`), which must equal the bytes' sha256.
+/// reports (`Docker-Content-Digest`), which must equal the bytes' sha256 (for a signed schema1
+/// manifest, its JWS payload's).
 pub fn push_manifest_bytes(
     host: &str,
     repo: &str,
@@ -65,7 +66,11 @@ pub fn push_manifest_bytes(
     let digest = header(&response, "docker-content-digest");
     let body = response.body_mut().read_to_string().unwrap_or_default();
     assert_eq!(status, 201, "PUT {url}: {body}");
-    let expected = sha256(bytes);
+    let expected = if media_type == super::schema1::SIGNED {
+        sha256(&super::schema1::unsign(bytes))
+    } else {
+        sha256(bytes)
+    };
     let digest = digest.unwrap_or_else(|| expected.clone());
     assert_eq!(
         digest, expected,

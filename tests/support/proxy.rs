@@ -1,0 +1,106 @@
+//! A proxy in front of a real registry for what the registry cannot be made to do itself:
+//! forwarding manifest requests with a schema1-only `Accept` (as an old client or a proxy that
+//! rewrites headers would), or serving schema1 manifests unsigned (`v1+json`, as some old
+//! registries do). Everything else passes through unchanged. Bodies are buffered: test images
+//! are small.
+
+use super::client;
+use super::httpd::{self, Request, Response};
+use super::schema1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Ask the registry for manifests with `Accept: ...v1+prettyjws` only.
+    Schema1Accept,
+    /// Answer schema1 manifests without their signatures, as `v1+json`.
+    Unsigned,
+}
+
+/// Start a proxy to `upstream` (`host:port`, plain HTTP); returns its `host:port`.
+pub fn start(upstream: &str, mode: Mode) -> String {
+    let upstream = upstream.to_string();
+    let addr = httpd::serve(move |req: &Request| forward(&upstream, mode, req))
+        .expect("starting the proxy");
+    addr.to_string()
+}
+
+fn forward(upstream: &str, mode: Mode, req: &Request) -> Response {
+    let url = format!("http://{upstream}{}", req.target);
+    let agent = client::agent();
+    let manifest = req.path().contains("/manifests/");
+    let mut headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("content-length")
+        })
+        .filter(|(n, _)| {
+            !(manifest && mode == Mode::Schema1Accept && n.eq_ignore_ascii_case("accept"))
+        })
+        .cloned()
+        .collect();
+    if manifest && mode == Mode::Schema1Accept {
+        headers.push(("Accept".into(), schema1::SIGNED.into()));
+    }
+    let result = match req.method.as_str() {
+        "HEAD" => headers
+            .iter()
+            .fold(agent.head(&url), |r, (n, v)| r.header(n, v))
+            .call(),
+        _ => headers
+            .iter()
+            .fold(agent.get(&url), |r, (n, v)| r.header(n, v))
+            .call(),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => return httpd::error_response(502, "UPSTREAM", &e.to_string()),
+    };
+    let mut out_headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter(|(n, _)| {
+            let n = n.as_str();
+            !matches!(
+                n,
+                "connection" | "transfer-encoding" | "content-length" | "date"
+            )
+        })
+        .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let length = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = if req.method == "HEAD" {
+        if let Some(l) = length {
+            out_headers.push(("Content-Length".into(), l));
+        }
+        Vec::new()
+    } else {
+        resp.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap_or_default()
+    };
+    let is_signed = out_headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("content-type") && v == schema1::SIGNED);
+    if mode == Mode::Unsigned && manifest && is_signed {
+        for (n, v) in out_headers.iter_mut() {
+            if n.eq_ignore_ascii_case("content-type") {
+                *v = schema1::UNSIGNED.into();
+            }
+        }
+        if req.method != "HEAD" {
+            body = schema1::unsign(&body);
+        }
+    }
+    Response {
+        status: resp.status().as_u16(),
+        headers: out_headers,
+        body,
+    }
+}
