@@ -29,9 +29,41 @@ fn main() {
     for repo in ["demo/hello", "public/hello"] {
         push_index(&plain, repo, "1", &[&amd, &arm], Format::Docker);
     }
+    // The amd64 image's content again as a legacy signed schema1 manifest, with a throwaway
+    // step on top as old `docker build`s made them.
+    let empty = support::schema1::empty_layer();
+    for b in [&amd.layers[0], &amd.layers[1], &empty] {
+        push_blob(&plain, "demo/legacy", b);
+    }
+    let steps = [
+        support::schema1::Step {
+            layer: &amd.layers[0],
+            created_by: "#(nop) ADD file:rootfs in /",
+            throwaway: false,
+        },
+        support::schema1::Step {
+            layer: &amd.layers[1],
+            created_by: "#(nop) ADD file:data in /",
+            throwaway: false,
+        },
+        support::schema1::Step {
+            layer: &empty,
+            created_by: "#(nop) CMD [\"/bin/sh\"]",
+            throwaway: true,
+        },
+    ];
+    let payload = support::schema1::payload("demo/legacy", "1", "amd64", &steps);
+    push_manifest_bytes(
+        &plain,
+        "demo/legacy",
+        "1",
+        support::schema1::SIGNED,
+        &support::schema1::sign(&payload),
+    );
     let ca = world.ca_cert_path().display().to_string();
     let lines = [
         format!("IMAGEC_DEMO_PLAIN={plain}/demo/hello:1"),
+        format!("IMAGEC_DEMO_SCHEMA1={plain}/demo/legacy:1"),
         format!("IMAGEC_DEMO_BASIC={}/demo/hello:1", world.basic().host()),
         format!("IMAGEC_DEMO_TOKEN={}/demo/hello:1", world.token().host()),
         format!(
