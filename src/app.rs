@@ -135,9 +135,11 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     Ok(code)
 }
 
-/// Shared by `layers` and `inspect`: resolve without writing to the store.
+/// Shared by `layers` and `inspect`: resolve without writing to the store. With `from_store`,
+/// manifests the store holds are read from it (after a HEAD); without, they are fetched.
 fn resolve_remote(
     a: &RemoteArgs,
+    from_store: bool,
 ) -> Result<(Settings, Registry, Option<Store>, crate::resolve::Resolved), Failure> {
     let settings = Settings::from_args(&a.common)?;
     if settings.platform == PlatformChoice::All {
@@ -149,7 +151,10 @@ fn resolve_remote(
     let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
     let reporter = reporter_for(&settings, false);
     let registry = Registry::new(settings.registry.clone(), reporter)?;
-    let store = Store::open(&settings.dest).ok().flatten();
+    let store = Store::open(&settings.dest)
+        .ok()
+        .flatten()
+        .filter(|_| from_store);
     let resolved = with_context(
         resolve(&registry, store.as_ref(), &reference, &settings.platform),
         || format!("resolving {reference}"),
@@ -158,7 +163,7 @@ fn resolve_remote(
 }
 
 fn cmd_layers(a: RemoteArgs) -> Result<u8, Failure> {
-    let (settings, registry, store, resolved) = resolve_remote(&a)?;
+    let (settings, registry, store, resolved) = resolve_remote(&a, true)?;
     let layers = with_context(
         output::layer_rows(&registry, store.as_ref(), &resolved),
         || format!("reading the config of {}", resolved.reference),
@@ -173,7 +178,9 @@ fn cmd_layers(a: RemoteArgs) -> Result<u8, Failure> {
 }
 
 fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {
-    let (_settings, registry, store, resolved) = resolve_remote(&a.remote)?;
+    // --raw promises the bytes as served: the store may hold a schema1 manifest only as its
+    // payload, so ask the registry.
+    let (_settings, registry, store, resolved) = resolve_remote(&a.remote, !a.raw)?;
     let mut out = io::stdout().lock();
     if a.raw {
         match out.write_all(&resolved.top.bytes).and_then(|_| out.flush()) {
