@@ -379,7 +379,7 @@ fn layers_and_inspect_on_schema1() {
     // --raw: the bytes as served, signatures and all (distribution signs them anew on each GET).
     let raw = run(imagec()
         .args(["inspect", "--raw", "--dest"])
-        .arg(fresh_dest())
+        .arg(&dest)
         .arg(&name))
     .expect(0);
     assert!(raw.stdout.contains("\"signatures\""), "{}", raw.stdout);
