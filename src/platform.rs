@@ -57,7 +57,10 @@ impl Platform {
         }
     }
 
-    /// The platform this binary runs on, normalised (`linux/amd64`, `linux/arm64/v8`).
+    /// The platform to pull for this machine, normalised (`linux/amd64`, `linux/arm64/v8`):
+    /// its architecture, and the OS of the containers it runs. Only Windows runs containers of
+    /// its own OS; everywhere else (macOS, the BSDs) containers run in a Linux VM, so the
+    /// images to pull are Linux ones, as Docker Desktop pulls them.
     pub fn host() -> Platform {
         let little = cfg!(target_endian = "little");
         // Rust's names (`std::env::consts::ARCH`) to the GOARCH names image indexes use.
@@ -75,7 +78,11 @@ impl Platform {
         };
         // 32-bit arm is taken as v7: the armv7 targets are what 32-bit arm Linux distributions
         // ship, and `normalized` gives bare `arm` v7 anyway (containerd does the same).
-        Platform::new(std::env::consts::OS, arch, None).normalized()
+        let os = match std::env::consts::OS {
+            "windows" => "windows",
+            _ => "linux",
+        };
+        Platform::new(os, arch, None).normalized()
     }
 
     /// containerd's normalisation: x86_64 -> amd64, aarch64 -> arm64 (variant v8), armhf -> arm/v7...
