@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::manifest::{media, Descriptor};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -150,21 +150,6 @@ impl Store {
         tmp.persist(&dest)
             .map_err(|e| io_err("renaming into", &dest)(e.error))?;
         Ok(())
-    }
-
-    /// Hash a blob already in the store (used when checking what a layer holds).
-    pub fn hash_blob(&self, d: &Digest) -> Result<Digest, StoreError> {
-        let path = self.blob_path(d);
-        let mut f = File::open(&path).map_err(io_err("opening", &path))?;
-        let mut h = Hasher::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf).map_err(io_err("reading", &path))?;
-            if n == 0 {
-                return Ok(h.finish());
-            }
-            h.update(&buf[..n]);
-        }
     }
 
     /// The entries of `index.json`, as stored (entries we cannot parse are skipped).

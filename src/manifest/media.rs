@@ -56,10 +56,6 @@ impl Kind {
             _ => return None,
         })
     }
-
-    pub fn is_index(self) -> bool {
-        matches!(self, Kind::OciIndex | Kind::DockerList)
-    }
 }
 
 /// Classify a served manifest: the body's own `mediaType` when it names a known type, else the

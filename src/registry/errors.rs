@@ -48,10 +48,6 @@ impl ErrorBody {
             text,
         }
     }
-
-    pub fn has_code(&self, code: &str) -> bool {
-        self.entries.iter().any(|e| e.code == code)
-    }
 }
 
 impl fmt::Display for ErrorBody {
@@ -211,7 +207,7 @@ mod tests {
         let b = ErrorBody::parse(
             br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#,
         );
-        assert!(b.has_code("MANIFEST_UNKNOWN"));
+        assert_eq!(b.entries[0].code, "MANIFEST_UNKNOWN");
         assert_eq!(b.to_string(), "MANIFEST_UNKNOWN: manifest unknown");
     }
 

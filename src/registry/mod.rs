@@ -47,15 +47,6 @@ pub enum ClientError {
     Credentials(#[from] CredentialError),
 }
 
-impl ClientError {
-    pub fn registry(&self) -> Option<&RegistryError> {
-        match self {
-            ClientError::Registry(e) => Some(e),
-            ClientError::Credentials(_) => None,
-        }
-    }
-}
-
 /// A manifest as the registry served it, verified against the digest it was asked for or
 /// the one the registry announced.
 #[derive(Debug, Clone)]
