@@ -167,13 +167,26 @@ impl BarReporter {
         }
     }
 
+    /// A bar above the total (which stays the last line), or at the end when there is none.
+    fn new_bar(&self, len: u64) -> ProgressBar {
+        match self
+            .total
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(total) => self.multi.insert_before(total, ProgressBar::new(len)),
+            None => self.multi.add(ProgressBar::new(len)),
+        }
+    }
+
     fn finish(&self, digest: &Digest, msg: String, size: u64) {
         let bar = self
             .bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(digest);
-        let bar = bar.unwrap_or_else(|| self.multi.add(ProgressBar::new(size)));
+        let bar = bar.unwrap_or_else(|| self.new_bar(size));
         bar.set_style(
             ProgressStyle::with_template("{prefix} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -214,10 +227,19 @@ impl Reporter for BarReporter {
         self.line(&format!("{reference}: resolved to {digest}"));
     }
     fn blob_started(&self, digest: &Digest, size: u64, offset: u64) {
-        let bar = self.multi.add(ProgressBar::new(size));
+        if let Some(total) = self
+            .total
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            // A resumed blob's first bytes count as done.
+            total.inc(offset);
+        }
+        let bar = self.new_bar(size);
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                "{prefix} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -237,6 +259,14 @@ impl Reporter for BarReporter {
             .get(digest)
         {
             bar.inc(bytes);
+        }
+        if let Some(total) = self
+            .total
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            total.inc(bytes);
         }
     }
     fn blob_done(&self, digest: &Digest, size: u64) {
