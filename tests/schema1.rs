@@ -428,3 +428,119 @@ fn malformed_schema1_is_refused_with_a_clear_error() {
         assert!(blobs(&dest).is_empty());
     }
 }
+
+/// `payload` dressed as a signed schema1 manifest whose bytes after `formatLength` are
+/// `extra` (what a server controls outside what the digest covers).
+fn dressed(payload: &[u8], extra: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let close = payload.iter().rposition(|b| *b == b'}').unwrap();
+    let length = payload[..close]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .unwrap()
+        + 1;
+    let protected = b64(
+        serde_json::json!({ "formatLength": length, "formatTail": b64(&payload[length..]) })
+            .to_string()
+            .as_bytes(),
+    );
+    let mut out = payload[..length].to_vec();
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(
+        format!(r#","signatures":[{{"header":{{"alg":"ES256"}},"signature":"c2ln","protected":"{protected}"}}]}}"#)
+            .as_bytes(),
+    );
+    out
+}
+
+fn serving_manifest(path: String, body: Vec<u8>, digest: String) -> String {
+    support::proxy::start_overriding(
+        &world().plain().host(),
+        support::proxy::Mode::Pass,
+        move |req| {
+            (req.path() == path).then(|| support::httpd::Response {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), schema1::SIGNED.into()),
+                    ("Docker-Content-Digest".into(), digest.clone()),
+                ],
+                body: body.clone(),
+            })
+        },
+    )
+}
+
+#[test]
+fn bytes_outside_the_signed_payload_are_never_used() {
+    // Regression: the digest was checked over the payload but the whole body was parsed, so a
+    // server could append its own fsLayers after formatLength and keep the digest.
+    let legacy = push_legacy("s1/outside", 6);
+    let payload = schema1::unsign(&legacy.signed);
+    let other = random_layer(66, 1000);
+    push_blob(&world().plain().host(), "s1/outside", &other);
+    let evil = format!(
+        r#","fsLayers":[{{"blobSum":"{}"}}],"history":[{{"v1Compatibility":"{{\"id\":\"x\"}}"}}]"#,
+        other.digest
+    );
+    let body = dressed(&payload, &evil);
+    assert_ne!(sha256(&body), legacy.digest);
+    let proxy = serving_manifest(
+        "/v2/s1/outside/manifests/1".into(),
+        body,
+        legacy.digest.clone(),
+    );
+
+    let dest = fresh_dest();
+    let name = format!("{proxy}/s1/outside:1");
+    let out = pull(&dest, &["--json", &name]).expect(0);
+    let layers: Vec<String> = out.json_lines()[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: Vec<String> = legacy.layers.iter().map(|l| l.digest.clone()).collect();
+    want.dedup();
+    assert_eq!(
+        layers, want,
+        "the layers are the payload's, not the appended ones"
+    );
+    assert!(!blob_path(&dest, &other.digest).exists());
+}
+
+#[test]
+fn a_body_dressed_as_schema1_cannot_pass_for_another_manifests_digest() {
+    // Regression: an OCI manifest's bytes served as the "payload" of a fake schema1 body passed
+    // that manifest's pinned digest, and the body around it was what got parsed.
+    let reg = world().plain().host();
+    let img = image(Format::Oci, "linux", "amd64", vec![random_layer(67, 1000)]);
+    // OCI lets a manifest omit mediaType; without it only the Content-Type says "schema1".
+    let mut m: Value = serde_json::from_slice(&img.manifest).unwrap();
+    m.as_object_mut().unwrap().remove("mediaType");
+    let bare = serde_json::to_vec_pretty(&m).unwrap();
+    for b in std::iter::once(&img.config).chain(&img.layers) {
+        push_blob(&reg, "s1/dressed", b);
+    }
+    let digest = push_manifest_bytes(
+        &reg,
+        "s1/dressed",
+        "1",
+        "application/vnd.oci.image.manifest.v1+json",
+        &bare,
+    );
+    let body = dressed(&bare, "");
+    let proxy = serving_manifest(
+        format!("/v2/s1/dressed/manifests/{digest}"),
+        body,
+        digest.clone(),
+    );
+    let dest = fresh_dest();
+    let out = pull(&dest, &[&format!("{proxy}/s1/dressed@{digest}")]).expect(1);
+    assert!(
+        out.stderr.contains("payload is not a schema1 manifest"),
+        "{}",
+        out.stderr
+    );
+    assert!(blobs(&dest).is_empty());
+}

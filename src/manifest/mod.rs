@@ -127,7 +127,9 @@ impl Manifest {
             }
         };
         match kind {
-            Kind::Schema1 => schema1::Schema1::parse(bytes)
+            // Only the JWS payload is read: it is what the digest was checked over.
+            Kind::Schema1 => schema1::payload(bytes)
+                .and_then(|payload| schema1::Schema1::parse(&payload))
                 .map(|m| Manifest::Schema1(Box::new(m)))
                 .map_err(|source| ManifestError::Schema1 {
                     digest: digest.clone(),

@@ -161,12 +161,24 @@ impl Registry {
             }
             .into());
         }
-        // A signed schema1 manifest's digest covers its JWS payload, not the bytes served.
+        // A signed schema1 manifest's digest covers its JWS payload, not the bytes served; the
+        // payload is also all that is parsed later (`Manifest::parse`), so whatever a server
+        // appends outside it is never used. The payload route is taken only when the payload
+        // is itself schema1: otherwise a body dressed as schema1 could carry the bytes of
+        // another manifest as its "payload" and pass that manifest's digest.
         let actual = if media::is_schema1(&media_type, &bytes) {
-            schema1::digest(&bytes).map_err(|e| RegistryError::Schema1Payload {
+            let payload = schema1::payload(&bytes).map_err(|e| RegistryError::Schema1Payload {
                 url: url.clone(),
                 reason: e.to_string(),
-            })?
+            })?;
+            if media::classify("", &payload) != Some(media::Kind::Schema1) {
+                return Err(RegistryError::Schema1Payload {
+                    url,
+                    reason: "its payload is not a schema1 manifest".into(),
+                }
+                .into());
+            }
+            Digest::sha256_of(&payload)
         } else {
             Digest::sha256_of(&bytes)
         };

@@ -10,6 +10,8 @@ use super::schema1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Forward everything unchanged (with `start_overriding`, all but what the hook answers).
+    Pass,
     /// Ask the registry for manifests with `Accept: ...v1+prettyjws` only.
     Schema1Accept,
     /// Answer schema1 manifests without their signatures, as `v1+json`.
@@ -18,9 +20,19 @@ pub enum Mode {
 
 /// Start a proxy to `upstream` (`host:port`, plain HTTP); returns its `host:port`.
 pub fn start(upstream: &str, mode: Mode) -> String {
+    start_overriding(upstream, mode, |_| None)
+}
+
+/// Like [`start`], but `hook` may answer a request itself (a crafted manifest, say).
+pub fn start_overriding<H>(upstream: &str, mode: Mode, hook: H) -> String
+where
+    H: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+{
     let upstream = upstream.to_string();
-    let addr = httpd::serve(move |req: &Request| forward(&upstream, mode, req))
-        .expect("starting the proxy");
+    let addr = httpd::serve(move |req: &Request| {
+        hook(req).unwrap_or_else(|| forward(&upstream, mode, req))
+    })
+    .expect("starting the proxy");
     addr.to_string()
 }
 
