@@ -96,8 +96,9 @@ fn reporter_for(settings: &Settings, progress: bool) -> Arc<dyn Reporter> {
 }
 
 fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
-    let settings = Settings::from_args(&a.common)?;
     let refs = parse_references(&a.references)?;
+    let registries: Vec<&str> = refs.iter().map(|r| r.registry()).collect();
+    let settings = Settings::from_args(&a.common, &registries)?;
     let reporter = reporter_for(&settings, true);
     let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
     let store = with_context(Store::create(&settings.dest), || {
@@ -141,14 +142,14 @@ fn resolve_remote(
     a: &RemoteArgs,
     from_store: bool,
 ) -> Result<(Settings, Registry, Option<Store>, crate::resolve::Resolved), Failure> {
-    let settings = Settings::from_args(&a.common)?;
+    let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
+    let settings = Settings::from_args(&a.common, &[reference.registry()])?;
     if settings.platform == PlatformChoice::All {
         return Err(Error::Unsupported(
             "--platform all is for pull; layers and inspect show one platform",
         )
         .into());
     }
-    let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
     let reporter = reporter_for(&settings, false);
     let registry = Registry::new(settings.registry.clone(), reporter)?;
     let store = Store::open(&settings.dest)

@@ -100,8 +100,9 @@ struct AuthEntry {
 /// Where credentials come from, resolved once from flags and environment.
 #[derive(Debug, Clone, Default)]
 pub struct CredentialSource {
-    /// `-u` with `--password-stdin` / `IMAGEC_PASSWORD`: used for every registry of the run.
-    pub explicit: Option<Credentials>,
+    /// `-u` with `--password-stdin` / `IMAGEC_PASSWORD`, and the one registry (as references
+    /// name it) they are for: never sent anywhere else.
+    pub explicit: Option<(String, Credentials)>,
     /// The docker config file to consult, when it exists.
     pub auth_file: Option<PathBuf>,
 }
@@ -109,8 +110,10 @@ pub struct CredentialSource {
 impl CredentialSource {
     /// Credentials for `registry` (as the reference names it: `docker.io`, `host:5000`).
     pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>, CredentialError> {
-        if let Some(c) = &self.explicit {
-            return Ok(Some(c.clone()));
+        if let Some((for_registry, c)) = &self.explicit {
+            if key_host(for_registry) == key_host(registry) {
+                return Ok(Some(c.clone()));
+            }
         }
         let Some(path) = &self.auth_file else {
             return Ok(None);
@@ -279,6 +282,21 @@ mod tests {
         let local = lookup_in(&c, p, "127.0.0.1:5000").unwrap().unwrap();
         assert_eq!(local.username, "a");
         assert!(lookup_in(&c, p, "ghcr.io").unwrap().is_none());
+    }
+
+    #[test]
+    fn explicit_credentials_go_to_their_registry_only() {
+        let c = Credentials {
+            username: "u".into(),
+            password: Secret::new("p"),
+        };
+        let src = CredentialSource {
+            explicit: Some(("127.0.0.1:5000".into(), c.clone())),
+            auth_file: None,
+        };
+        assert_eq!(src.lookup("127.0.0.1:5000").unwrap(), Some(c));
+        assert_eq!(src.lookup("127.0.0.1:5001").unwrap(), None);
+        assert_eq!(src.lookup("docker.io").unwrap(), None);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum UsageError {
     NoCaCert(PathBuf),
     #[error("--json and --quiet cannot be used together")]
     JsonQuiet,
+    #[error("-u/--password-stdin is for one registry, but the references name several ({0}); put their credentials in an auth file (--auth-file)")]
+    CredentialsForSeveral(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +55,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_args(a: &CommonArgs) -> Result<Settings, UsageError> {
+    /// `registries`: the registries the command's references name (`-u` credentials are for
+    /// exactly one of them).
+    pub fn from_args(a: &CommonArgs, registries: &[&str]) -> Result<Settings, UsageError> {
         if a.json && a.quiet {
             return Err(UsageError::JsonQuiet);
         }
@@ -88,7 +92,7 @@ impl Settings {
                     insecure_skip_verify: a.insecure_skip_verify,
                     timeout: Some(Duration::from_secs(a.timeout)),
                 },
-                credentials: credentials(a)?,
+                credentials: credentials(a, registries)?,
                 allow_http: a.insecure_allow_http,
                 attempts: a.retries,
             },
@@ -102,7 +106,7 @@ pub fn parse_references(refs: &[String]) -> Result<Vec<Reference>, UsageError> {
         .collect()
 }
 
-fn credentials(a: &CommonArgs) -> Result<CredentialSource, UsageError> {
+fn credentials(a: &CommonArgs, registries: &[&str]) -> Result<CredentialSource, UsageError> {
     let password = if a.password_stdin {
         let mut s = String::new();
         std::io::stdin()
@@ -121,10 +125,23 @@ fn credentials(a: &CommonArgs) -> Result<CredentialSource, UsageError> {
     };
     let username = a.username.clone().filter(|u| !u.is_empty());
     let explicit = match (username, password) {
-        (Some(username), Some(p)) => Some(Credentials {
-            username,
-            password: Secret::new(p),
-        }),
+        (Some(username), Some(p)) => {
+            let mut distinct: Vec<&str> = registries.to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() > 1 {
+                return Err(UsageError::CredentialsForSeveral(distinct.join(", ")));
+            }
+            distinct.first().map(|r| {
+                (
+                    r.to_string(),
+                    Credentials {
+                        username,
+                        password: Secret::new(p),
+                    },
+                )
+            })
+        }
         (Some(u), None) => return Err(UsageError::NoPassword(u)),
         (None, Some(_)) if a.password_stdin => return Err(UsageError::NoUsername),
         // IMAGEC_PASSWORD alone in the environment is not an error: it may be meant for

@@ -393,3 +393,42 @@ fn loopback_registry_answers_plain_http_and_others_do_not_fall_back() {
         .arg(&local))
     .expect(0);
 }
+
+#[test]
+fn explicit_credentials_are_for_one_registry_only() {
+    // Regression: -u credentials were sent to every registry of a multi-reference pull,
+    // including a stranger's.
+    let private = pushed("auth/one-registry", 12, world().basic());
+    let other = pushed("auth/one-registry", 12, world().plain());
+    let before = world().plain().requests().len();
+    let out = run_with_stdin(
+        imagec()
+            .args(["pull", "-u", USER, "--password-stdin", "--dest"])
+            .arg(fresh_dest())
+            .args([&private, &other]),
+        PASSWORD,
+    )
+    .expect(2);
+    assert!(out.stderr.contains("auth file"), "{}", out.stderr);
+    assert_eq!(
+        world().plain().requests().len(),
+        before,
+        "nothing was sent anywhere"
+    );
+    // With an auth file, each registry gets its own credentials (the plain one, none).
+    let mut cmd = imagec();
+    let host = world().basic().host();
+    std::fs::write(
+        docker_config_dir(&cmd).join("config.json"),
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+            b64(&format!("{USER}:{PASSWORD}"))
+        ),
+    )
+    .unwrap();
+    run(cmd
+        .args(["pull", "-q", "--dest"])
+        .arg(fresh_dest())
+        .args([&private, &other]))
+    .expect(0);
+}

@@ -75,11 +75,6 @@ pub fn payload(bytes: &[u8]) -> Result<Vec<u8>, Schema1Error> {
     Ok(out)
 }
 
-/// The digest of a schema1 manifest (over its payload).
-pub fn digest(bytes: &[u8]) -> Result<Digest, Schema1Error> {
-    Ok(Digest::sha256_of(&payload(bytes)?))
-}
-
 fn b64url(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
@@ -299,7 +294,6 @@ mod tests {
         let m = signed(PAYLOAD, &[(format_length(), tail), (format_length(), tail)]);
         assert_ne!(m, PAYLOAD.as_bytes());
         assert_eq!(payload(&m).unwrap(), PAYLOAD.as_bytes());
-        assert_eq!(digest(&m).unwrap(), Digest::sha256_of(PAYLOAD.as_bytes()));
         // Unsigned: the bytes are the payload.
         assert_eq!(payload(PAYLOAD.as_bytes()).unwrap(), PAYLOAD.as_bytes());
     }
