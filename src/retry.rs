@@ -46,6 +46,35 @@ pub fn io_is_transient(kind: std::io::ErrorKind) -> bool {
     )
 }
 
+/// Is this I/O error from reading a response body worth another attempt? ureq reports its own
+/// failures mid-body (a read that timed out, a stalled stream) as `io::Error`s that wrap a
+/// `ureq::Error`, of kind `Other`: judge those by the ureq error inside.
+pub fn body_error_is_transient(e: &std::io::Error) -> bool {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+    {
+        Some(inner) => ureq_is_transient(inner),
+        None => io_is_transient(e.kind()),
+    }
+}
+
+/// Did the connection never get established (nothing listening, or nothing answering)? Then
+/// another scheme on the same host and port cannot do better.
+pub fn never_connected(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+        ),
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
+}
+
 /// Is this ureq error (from sending a request or reading its body) worth another attempt?
 pub fn ureq_is_transient(error: &ureq::Error) -> bool {
     match error {
@@ -169,6 +198,18 @@ fn parse_http_date(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stall_inside_a_body_is_transient() {
+        // Regression: ureq wraps its read timeout in an io::Error of kind Other, which was
+        // judged final, so a stalled blob stream was abandoned instead of resumed.
+        let stalled = std::io::Error::other(ureq::Error::Timeout(ureq::Timeout::RecvBody));
+        assert!(body_error_is_transient(&stalled));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(body_error_is_transient(&reset));
+        let perm = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!body_error_is_transient(&perm));
+    }
 
     #[test]
     fn statuses() {

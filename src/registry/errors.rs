@@ -179,7 +179,7 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             RegistryError::Transport { source, .. } => crate::retry::ureq_is_transient(source),
-            RegistryError::Body { source, .. } => crate::retry::io_is_transient(source.kind()),
+            RegistryError::Body { source, .. } => crate::retry::body_error_is_transient(source),
             RegistryError::Status { status, .. } => crate::retry::status_is_transient(*status),
             // The token server's 5xx is transient like the registry's.
             RegistryError::TokenRefused { status, .. } => {

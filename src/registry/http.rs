@@ -41,10 +41,28 @@ pub enum TlsSetupError {
 }
 
 /// A connect attempt that takes longer than this is a dead host; with the default attempts
-/// this keeps "cannot reach the registry at all" within about a minute (SPEC).
+/// this keeps "cannot reach the registry at all" within about a minute (SPEC). The tests
+/// shorten it with IMAGEC_CONNECT_TIMEOUT_MS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A registry that sends nothing for this long on an open connection has stalled.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn connect_timeout() -> Duration {
+    std::env::var("IMAGEC_CONNECT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(CONNECT_TIMEOUT)
+}
+/// A registry that sends nothing for this long on an open connection has stalled: the request
+/// is retried (a blob resumes with Range). The tests shorten it with IMAGEC_STALL_TIMEOUT_MS.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn read_timeout() -> Duration {
+    std::env::var("IMAGEC_STALL_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(READ_TIMEOUT)
+}
 const MAX_REDIRECTS: usize = 10;
 
 pub struct Http {
@@ -84,8 +102,8 @@ impl Http {
             .max_redirects(0)
             .max_redirects_will_error(false)
             .user_agent(format!("imagec/{}", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_per_read(Some(READ_TIMEOUT))
+            .timeout_connect(Some(connect_timeout()))
+            .timeout_per_read(Some(read_timeout()))
             .tls_config(tls.build())
             .build();
         Ok(Http {

@@ -116,3 +116,105 @@ fn forward(upstream: &str, mode: Mode, req: &Request) -> Response {
         body,
     }
 }
+
+/// A proxy that cuts one blob short: the first GET without `Range` whose path contains
+/// `path_part` gets its full headers and only the first half of its body, and then nothing
+/// for 20 s (a stalled connection). Every other request is forwarded whole. Returns the proxy's
+/// `host:port` and a counter of body bytes it sent.
+pub fn start_stalling(
+    upstream: &str,
+    path_part: &str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the stalling proxy");
+    let addr = listener.local_addr().expect("its address").to_string();
+    let sent = Arc::new(AtomicU64::new(0));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let (upstream, path_part, counter) =
+        (upstream.to_string(), path_part.to_string(), sent.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (upstream, path_part, sent, stalled) = (
+                upstream.clone(),
+                path_part.clone(),
+                counter.clone(),
+                stalled.clone(),
+            );
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+                let mut reader = BufReader::new(stream.try_clone().expect("a stream clone"));
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim_end().to_string());
+                }
+                let Some(first) = head.first() else { return };
+                let mut parts = first.split(' ');
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let headers: Vec<(String, String)> = head[1..]
+                    .iter()
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .filter(|(n, _)| !n.eq_ignore_ascii_case("host"))
+                    .collect();
+                let ranged = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("range"));
+                let url = format!("http://{upstream}{target}");
+                let agent = client::agent();
+                let req = match method {
+                    "HEAD" => headers
+                        .iter()
+                        .fold(agent.head(&url), |r, (n, v)| r.header(n, v))
+                        .call(),
+                    _ => headers
+                        .iter()
+                        .fold(agent.get(&url), |r, (n, v)| r.header(n, v))
+                        .call(),
+                };
+                let Ok(mut resp) = req else { return };
+                let body = if method == "HEAD" {
+                    Vec::new()
+                } else {
+                    resp.body_mut()
+                        .with_config()
+                        .limit(1 << 30)
+                        .read_to_vec()
+                        .unwrap_or_default()
+                };
+                let mut out = stream;
+                let mut text = format!("HTTP/1.1 {} X\r\n", resp.status().as_u16());
+                for (n, v) in resp.headers() {
+                    if matches!(n.as_str(), "connection" | "transfer-encoding") {
+                        continue;
+                    }
+                    text.push_str(&format!("{n}: {}\r\n", v.to_str().unwrap_or("")));
+                }
+                text.push_str("Connection: close\r\n\r\n");
+                let _ = out.write_all(text.as_bytes());
+                let cut = method == "GET"
+                    && !ranged
+                    && target.contains(&path_part)
+                    && !stalled.swap(true, Ordering::SeqCst);
+                let part = if cut {
+                    &body[..body.len() / 2]
+                } else {
+                    &body[..]
+                };
+                if out.write_all(part).is_ok() {
+                    sent.fetch_add(part.len() as u64, Ordering::SeqCst);
+                }
+                let _ = out.flush();
+                if cut {
+                    std::thread::sleep(std::time::Duration::from_secs(20));
+                }
+            });
+        }
+    });
+    (addr, sent)
+}
