@@ -428,6 +428,14 @@ fn probe(
     let https = Endpoint::probe(http, host, format!("https://{host}"), credentials.clone());
     match https {
         Ok(ep) => Ok(ep),
+        // Only a connection that was made and then failed (a TLS handshake with a plain HTTP
+        // server, say) is worth trying as HTTP: when nothing answered at this host and port,
+        // HTTP would wait out the same connect timeout again.
+        Err(RegistryError::Transport { ref source, .. })
+            if crate::retry::never_connected(source) =>
+        {
+            https
+        }
         Err(e) if allow_http && matches!(e, RegistryError::Transport { .. }) => {
             match Endpoint::probe(http, host, format!("http://{host}"), credentials) {
                 Ok(ep) => Ok(ep),
