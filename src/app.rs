@@ -111,6 +111,7 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     };
     let mut code = error::SUCCESS;
     let mut out = io::stdout().lock();
+    let mut stdout_open = true;
     for (r, result) in pull(&registry, &store, &refs, &opts) {
         match result {
             Ok(report) => {
@@ -122,7 +123,15 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
                         format!("{} {}\n", report.reference, report.digest)
                     }
                 };
-                emit(&mut out, &line)?;
+                // A closed stdout stops the printing, not the outcome: the exit code still says
+                // whether every reference was pulled.
+                if stdout_open {
+                    match emit(&mut out, &line) {
+                        Ok(()) => {}
+                        Err(Failure::Quiet) => stdout_open = false,
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             Err(e) => {
                 let e = Error::from(e);

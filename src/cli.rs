@@ -106,8 +106,8 @@ pub struct CommonArgs {
     /// Allow plain HTTP when HTTPS fails (automatic for registries on loopback)
     #[arg(long)]
     pub insecure_allow_http: bool,
-    /// Give up after this many seconds
-    #[arg(long, default_value_t = 3600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Give up after this many seconds (at most a week)
+    #[arg(long, default_value_t = 3600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub timeout: u64,
     /// Attempts for a transient failure (connection reset, 5xx, 429, timeouts)
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -151,8 +151,14 @@ pub fn resolve(
         Manifest::Index(_, index) => {
             let mut images = Vec::new();
             for child in index.select(choice, &name)? {
-                let raw =
-                    fetch_by_digest(registry, store, reference, &child.digest, &child.media_type)?;
+                let raw = fetch_by_digest(
+                    registry,
+                    store,
+                    reference,
+                    &child.digest,
+                    &child.media_type,
+                    child.size,
+                )?;
                 if raw.bytes.len() as u64 != child.size {
                     return Err(ResolveError::ChildSize {
                         index: top.digest.clone(),
@@ -261,7 +267,12 @@ fn fetch_top(
         }
     }
     let expected = reference.digest();
-    Ok(registry.get_manifest(reference, &reference.manifest_reference(), expected)?)
+    Ok(registry.get_manifest(
+        reference,
+        &reference.manifest_reference(),
+        expected,
+        MAX_MANIFEST,
+    )?)
 }
 
 fn fetch_by_digest(
@@ -270,6 +281,7 @@ fn fetch_by_digest(
     reference: &Reference,
     digest: &Digest,
     media_type: &str,
+    size: u64,
 ) -> Result<RawManifest, ResolveError> {
     if let Some(store) = store {
         if let Some(bytes) = store.read_blob(digest, MAX_MANIFEST)? {
@@ -280,7 +292,7 @@ fn fetch_by_digest(
             });
         }
     }
-    match registry.get_manifest(reference, &digest.to_string(), Some(digest)) {
+    match registry.get_manifest(reference, &digest.to_string(), Some(digest), size) {
         Ok(raw) => Ok(raw),
         Err(ClientError::Registry(RegistryError::NotFound { url, body, .. })) => {
             Err(ClientError::from(RegistryError::NotFound {

@@ -174,6 +174,11 @@ fn parse_http_date(s: &str) -> Option<u64> {
         _ => return None,
     };
     let year: i64 = parts.next()?.parse().ok()?;
+    // IMF-fixdate has a four-digit year; anything else is not a date we can trust (and would
+    // overflow the arithmetic below).
+    if !(1970..=9999).contains(&year) {
+        return None;
+    }
     let mut hms = parts.next()?.split(':');
     let h: u64 = hms.next()?.parse().ok()?;
     let m: u64 = hms.next()?.parse().ok()?;
@@ -234,6 +239,11 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("Sun, 99 Nov 1994 08:49:37 GMT"), None);
+        // Regression: a huge year overflowed (a panic in debug builds).
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 99999999999999 08:49:37 GMT"),
+            None
+        );
     }
 
     #[test]

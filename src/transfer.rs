@@ -78,9 +78,10 @@ pub fn fetch_all(
         .filter(|j| !store.has_blob(&j.descriptor.digest, j.descriptor.size))
         .map(|j| j.descriptor.size)
         .collect();
-    registry
-        .reporter()
-        .transfer_planned(missing.len(), missing.iter().sum());
+    registry.reporter().transfer_planned(
+        missing.len(),
+        missing.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+    );
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(parallel.max(1))
         .thread_name(|i| format!("imagec-transfer-{i}"))

@@ -138,7 +138,9 @@ pub enum RegistryError {
     TooManyRedirects { url: String },
     #[error("redirect from {url} has no usable Location")]
     BadRedirect { url: String },
-    #[error("manifest {url} is larger than the {limit}-byte cap")]
+    #[error(
+        "manifest {url} is larger than {limit} bytes (the size its index gives, or the 4 MiB cap)"
+    )]
     ManifestTooLarge { url: String, limit: u64 },
     #[error("manifest from {url} is not a valid signed schema1 manifest: {reason}")]
     Schema1Payload { url: String, reason: String },

@@ -109,7 +109,9 @@ impl Http {
         Ok(Http {
             agent: config.into(),
             reporter,
-            deadline: settings.timeout.map(|t| (Instant::now() + t, t)),
+            deadline: settings
+                .timeout
+                .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
         })
     }
 
@@ -139,7 +141,7 @@ impl Http {
                 if left.is_zero() {
                     return Err(RegistryError::Deadline {
                         seconds: total.as_secs(),
-                        last: format!("{} {current} not sent", method.as_str()),
+                        last: format!("{} {} not sent", method.as_str(), loggable(&current)),
                     });
                 }
                 req = req.config().timeout_global(Some(left)).build();
@@ -147,21 +149,22 @@ impl Http {
             if let (Some(a), true) = (auth, same_origin) {
                 req = req.header("Authorization", a.expose());
             }
+            let shown = loggable(&current);
             let resp = req.call().map_err(|e| {
                 if self.reporter.is_verbose() {
                     self.reporter
-                        .verbose(&format!("{} {current} -> error: {e}", method.as_str()));
+                        .verbose(&format!("{} {shown} -> error: {e}", method.as_str()));
                 }
                 RegistryError::Transport {
                     method: method.as_str(),
-                    url: current.clone(),
+                    url: shown.clone(),
                     source: Box::new(e),
                 }
             })?;
             let status = resp.status();
             if self.reporter.is_verbose() {
                 self.reporter.verbose(&format!(
-                    "{} {current} -> {} ({} ms{})",
+                    "{} {shown} -> {} ({} ms{})",
                     method.as_str(),
                     status.as_u16(),
                     start.elapsed().as_millis(),
@@ -180,9 +183,7 @@ impl Http {
                 .get("location")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| resolve(&current, l))
-                .ok_or_else(|| RegistryError::BadRedirect {
-                    url: current.clone(),
-                })?;
+                .ok_or_else(|| RegistryError::BadRedirect { url: shown.clone() })?;
             if self.reporter.is_verbose() && auth.is_some() && origin_of(&location) != origin {
                 self.reporter.verbose(&format!(
                     "redirect to another origin ({}): not sending credentials",
@@ -287,6 +288,15 @@ fn resolve(base: &str, location: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}{dir}{location}"))
 }
 
+/// A URL as it may be shown in logs and errors: without its query, which for object-store
+/// redirects (S3, CDNs) holds a presigned signature that works as a credential.
+pub fn loggable(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?..."),
+        None => url.to_string(),
+    }
+}
+
 /// A header as a string, when present and valid.
 pub fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
@@ -308,6 +318,15 @@ mod tests {
         assert_eq!(origin_of("http://[::1]/x"), "http://[::1]:80");
         assert_eq!(origin_of("http://[::1]:5000/x"), "http://[::1]:5000");
         assert_eq!(origin_of("https://u:p@evil.io/x"), "https://evil.io:443");
+    }
+
+    #[test]
+    fn logged_urls_lose_their_query() {
+        assert_eq!(
+            loggable("https://s3/bucket/blob?X-Amz-Signature=secret&X-Amz-Credential=k"),
+            "https://s3/bucket/blob?..."
+        );
+        assert_eq!(loggable("https://reg/v2/"), "https://reg/v2/");
     }
 
     #[test]

@@ -94,7 +94,10 @@ impl Registry {
         let http = Http::new(&settings.http, reporter.clone())?;
         Ok(Registry {
             http,
-            deadline: settings.http.timeout.map(|t| Instant::now() + t),
+            deadline: settings
+                .http
+                .timeout
+                .and_then(|t| Instant::now().checked_add(t)),
             settings,
             endpoints: Mutex::new(HashMap::new()),
             reporter,
@@ -118,15 +121,17 @@ impl Registry {
         Ok(digest.map(|digest| ManifestHead { digest, media_type }))
     }
 
-    /// GET a manifest by tag or digest (`reference` is what goes after `/manifests/`), capped
-    /// at 4 MiB and verified: against `expected` when given, else against the registry's
-    /// `Docker-Content-Digest`.
+    /// GET a manifest by tag or digest (`reference` is what goes after `/manifests/`), reading
+    /// at most `max` bytes (4 MiB, or the size an index gives) and verified: against `expected`
+    /// when given, and against the registry's `Docker-Content-Digest`.
     pub fn get_manifest(
         &self,
         r: &Reference,
         reference: &str,
         expected: Option<&Digest>,
+        max: u64,
     ) -> Result<RawManifest, ClientError> {
+        let max = max.min(MAX_MANIFEST);
         let path = format!("manifests/{reference}");
         let accept = manifest_accept();
         let resp = self.request(r, Method::Get, &path, &[("Accept", accept)], "manifest")?;
@@ -134,32 +139,20 @@ impl Registry {
         let announced =
             header(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
         let media_type = content_type(&resp);
-        if resp
-            .body()
-            .content_length()
-            .is_some_and(|n| n > MAX_MANIFEST)
-        {
-            return Err(RegistryError::ManifestTooLarge {
-                url,
-                limit: MAX_MANIFEST,
-            }
-            .into());
+        if resp.body().content_length().is_some_and(|n| n > max) {
+            return Err(RegistryError::ManifestTooLarge { url, limit: max }.into());
         }
         let mut bytes = Vec::new();
         resp.into_body()
             .into_reader()
-            .take(MAX_MANIFEST + 1)
+            .take(max + 1)
             .read_to_end(&mut bytes)
             .map_err(|source| RegistryError::Body {
                 url: url.clone(),
                 source,
             })?;
-        if bytes.len() as u64 > MAX_MANIFEST {
-            return Err(RegistryError::ManifestTooLarge {
-                url,
-                limit: MAX_MANIFEST,
-            }
-            .into());
+        if bytes.len() as u64 > max {
+            return Err(RegistryError::ManifestTooLarge { url, limit: max }.into());
         }
         // A signed schema1 manifest's digest covers its JWS payload, not the bytes served; the
         // payload is also all that is parsed later (`Manifest::parse`), so whatever a server
