@@ -121,9 +121,12 @@ impl Store {
         Ok(Some(bytes))
     }
 
-    /// Store bytes already verified to have digest `d`. Returns false when it was there.
+    /// Store small bytes (a manifest or config) already verified to have digest `d`. Returns
+    /// false when the store held exactly these bytes; a damaged file of that name is replaced.
     pub fn write_blob(&self, d: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
-        if self.has_blob(d, bytes.len() as u64) {
+        if self.has_blob(d, bytes.len() as u64)
+            && fs::read(self.blob_path(d)).is_ok_and(|held| held == bytes)
+        {
             return Ok(false);
         }
         self.write_atomic(&self.blob_path(d), bytes)?;
@@ -345,6 +348,12 @@ mod tests {
             None,
             "a damaged blob reads as absent"
         );
+        // Regression: a damaged file of the right size was kept, as if it were the blob.
+        assert!(
+            s.write_blob(&d, b"abc").unwrap(),
+            "a damaged blob is replaced"
+        );
+        assert_eq!(s.read_blob(&d, 10).unwrap().unwrap(), b"abc");
         assert!(fs::read_dir(dir.path().join(".imagec/tmp"))
             .unwrap()
             .next()
