@@ -50,6 +50,7 @@ fn resolve_code(e: &ResolveError) -> u8 {
     match e {
         ResolveError::Client(c) => client_code(c),
         ResolveError::Manifest(ManifestError::NoPlatform { .. }) => NOT_FOUND,
+        ResolveError::Transfer(t) => transfer_code(t),
         _ => FAILURE,
     }
 }

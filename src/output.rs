@@ -11,10 +11,7 @@ use crate::pull::PullReport;
 use crate::registry::Registry;
 use crate::resolve::{Content, Resolved};
 use crate::store::{self, Store, StoreError};
-use crate::transfer::{read_small_blob, TransferError};
-
-/// Configs are small; a "config" larger than this is not one we will hold in memory.
-const MAX_CONFIG: u64 = 16 << 20;
+use crate::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 
 pub fn json_line<T: Serialize>(v: &T) -> String {
     format!("{}\n", serde_json::to_string(v).unwrap_or_default())

@@ -34,8 +34,22 @@ pub struct Platform {
 /// What `--platform` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
+    /// No `--platform`: the host's. An image made for one platform only is taken whatever it
+    /// is (docker pulls it too, and warns when it runs).
+    Host(Platform),
+    /// `--platform os/arch[/variant]`: an image for another platform is not what was asked for.
     One(Platform),
     All,
+}
+
+impl PlatformChoice {
+    /// The one platform wanted, if not all.
+    pub fn wanted(&self) -> Option<&Platform> {
+        match self {
+            PlatformChoice::Host(p) | PlatformChoice::One(p) => Some(p),
+            PlatformChoice::All => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -170,31 +170,30 @@ fn store_reference(
     }
     // The bytes the registry served for the reference itself are always kept.
     store.write_blob(&Digest::sha256_of(&res.top.bytes), &res.top.bytes)?;
-    let mut entry =
-        match (&res.index, &opts.platform) {
-            (None, _) | (Some(_), PlatformChoice::One(_)) => children
-                .into_iter()
-                .next()
-                .ok_or_else(|| StoreError::BadIndex {
-                    path: store.root().join("index.json"),
-                    reason: format!("{} selected no image", res.reference),
-                })?,
-            (Some(index), PlatformChoice::All) => {
-                if opts.format == Format::Oci && res.top_kind == Kind::DockerList {
-                    let oci = manifest::index_to_oci(index, children);
-                    let bytes = manifest::to_bytes(&oci);
-                    let digest = Digest::sha256_of(&bytes);
-                    store.write_blob(&digest, &bytes)?;
-                    plain_descriptor(media::OCI_INDEX, digest, bytes.len() as u64)
-                } else {
-                    plain_descriptor(
-                        res.top_kind.media_type(),
-                        res.top.digest.clone(),
-                        res.top.bytes.len() as u64,
-                    )
-                }
+    let mut entry = match (&res.index, &opts.platform) {
+        (None, _) | (Some(_), PlatformChoice::Host(_) | PlatformChoice::One(_)) => children
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::BadIndex {
+                path: store.root().join("index.json"),
+                reason: format!("{} selected no image", res.reference),
+            })?,
+        (Some(index), PlatformChoice::All) => {
+            if opts.format == Format::Oci && res.top_kind == Kind::DockerList {
+                let oci = manifest::index_to_oci(index, children);
+                let bytes = manifest::to_bytes(&oci);
+                let digest = Digest::sha256_of(&bytes);
+                store.write_blob(&digest, &bytes)?;
+                plain_descriptor(media::OCI_INDEX, digest, bytes.len() as u64)
+            } else {
+                plain_descriptor(
+                    res.top_kind.media_type(),
+                    res.top.digest.clone(),
+                    res.top.bytes.len() as u64,
+                )
             }
-        };
+        }
+    };
     let mut annotations = BTreeMap::new();
     annotations.insert(REF_NAME.to_string(), res.reference.to_string());
     if entry.digest != res.top.digest {

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use crate::digest::Digest;
 use crate::manifest::schema1::Schema1;
 use crate::manifest::{
-    media, media::Kind, Descriptor, ImageManifest, Index, Manifest, ManifestError,
+    media, media::Kind, Descriptor, ImageConfig, ImageManifest, Index, Manifest, ManifestError,
 };
 use crate::platform::{Platform, PlatformChoice};
 use crate::reference::Reference;
 use crate::registry::{ClientError, RawManifest, Registry, RegistryError, MAX_MANIFEST};
 use crate::store::{Store, StoreError};
+use crate::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -24,6 +25,8 @@ pub enum ResolveError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Transfer(#[from] Box<TransferError>),
     #[error("index {index} lists {child} with size {listed}, but it has {actual} bytes")]
     ChildSize {
         index: Digest,
@@ -143,8 +146,20 @@ pub fn resolve(
         })
     };
     match parsed {
-        Manifest::Image(_, manifest) => single(Content::Manifest(manifest)),
+        Manifest::Image(_, manifest) => {
+            if let PlatformChoice::One(wanted) = choice {
+                let bytes =
+                    read_small_blob(registry, store, reference, &manifest.config, MAX_CONFIG)
+                        .map_err(Box::new)?;
+                let config = ImageConfig::parse(&bytes, &manifest.config.digest)?;
+                check_platform(wanted, config.platform(), &name)?;
+            }
+            single(Content::Manifest(manifest))
+        }
         Manifest::Schema1(manifest) => {
+            if let PlatformChoice::One(wanted) = choice {
+                check_platform(wanted, manifest.platform(), &name)?;
+            }
             let layers = schema1_layers(registry, store, reference, &manifest)?;
             single(Content::Schema1 { manifest, layers })
         }
@@ -196,6 +211,24 @@ pub fn resolve(
                 images,
             })
         }
+    }
+}
+
+/// An explicit `--platform` that a single-platform image does not match is "not found" (exit
+/// 4), as docker has it; an image that does not say its platform is taken.
+fn check_platform(
+    wanted: &Platform,
+    has: Option<Platform>,
+    name: &str,
+) -> Result<(), ResolveError> {
+    match has {
+        Some(p) if !wanted.matches(&p) => Err(ManifestError::NoPlatform {
+            reference: name.to_string(),
+            wanted: wanted.to_string(),
+            available: vec![p.normalized().to_string()],
+        }
+        .into()),
+        _ => Ok(()),
     }
 }
 

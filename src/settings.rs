@@ -63,7 +63,7 @@ impl Settings {
         }
         let platform = match &a.platform {
             Some(p) => p.parse()?,
-            None => PlatformChoice::One(Platform::host()),
+            None => PlatformChoice::Host(Platform::host()),
         };
         for ca in &a.ca_cert {
             if !ca.exists() {

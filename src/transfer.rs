@@ -16,6 +16,9 @@ use crate::reference::Reference;
 use crate::registry::{ClientError, Registry, RegistryError};
 use crate::store::{Store, StoreError};
 
+/// Configs are small; a "config" larger than this is not one we will hold in memory.
+pub const MAX_CONFIG: u64 = 16 << 20;
+
 /// A blob to fetch and the repository to fetch it from.
 #[derive(Debug, Clone)]
 pub struct BlobJob {

@@ -640,3 +640,26 @@ fn a_manifest_that_does_not_match_its_digest_is_refused() {
     );
     assert!(index(&dest)["manifests"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn an_explicit_platform_a_single_platform_image_lacks_is_not_found() {
+    // docker refuses `--platform linux/arm64` for an amd64-only image; without --platform
+    // (the host's), a single-platform image is taken whatever it is.
+    let reg = world().plain().host();
+    push_image(&reg, "pull/single-platform", "1", &docker_image(15));
+    let name = format!("{reg}/pull/single-platform:1");
+    let dest = fresh_dest();
+    let out = pull(&dest, &["--platform", "linux/arm64", &name]).expect(4);
+    assert!(out.stderr.contains("linux/amd64"), "{}", out.stderr);
+    assert!(
+        blobs(&dest).is_empty(),
+        "nothing is downloaded for the wrong platform"
+    );
+    pull(&dest, &["-q", "--platform", "linux/amd64", &name]).expect(0);
+    let elsewhere = fresh_dest();
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&elsewhere)
+        .arg(&name))
+    .expect(0);
+}

@@ -544,3 +544,12 @@ fn a_body_dressed_as_schema1_cannot_pass_for_another_manifests_digest() {
     );
     assert!(blobs(&dest).is_empty());
 }
+
+#[test]
+fn an_explicit_platform_a_schema1_image_lacks_is_not_found() {
+    push_legacy("s1/platform", 7);
+    let name = format!("{}/s1/platform:1", world().plain().host());
+    let out = pull(&fresh_dest(), &["--platform", "linux/arm64", &name]).expect(4);
+    assert!(out.stderr.contains("linux/amd64"), "{}", out.stderr);
+    pull(&fresh_dest(), &["-q", "--platform", "linux/amd64", &name]).expect(0);
+}

@@ -166,7 +166,7 @@ impl Index {
     ) -> Result<Vec<&Descriptor>, ManifestError> {
         match choice {
             PlatformChoice::All => Ok(self.manifests.iter().collect()),
-            PlatformChoice::One(wanted) => self
+            PlatformChoice::Host(wanted) | PlatformChoice::One(wanted) => self
                 .manifests
                 .iter()
                 .find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))

@@ -202,6 +202,20 @@ impl Schema1 {
         Ok(Schema1 { fs_layers, history })
     }
 
+    /// The platform the top `v1Compatibility` names (schema1 images are single-platform).
+    pub fn platform(&self) -> Option<crate::platform::Platform> {
+        let top = &self.history[0];
+        let os = top.str_field("os").unwrap_or_else(|| "linux".to_string());
+        let arch = top.str_field("architecture")?;
+        Some(crate::platform::Platform {
+            architecture: arch,
+            os,
+            os_version: None,
+            os_features: None,
+            variant: top.str_field("variant"),
+        })
+    }
+
     /// The layers that carry a filesystem change, base first, each with its history entry:
     /// `throwaway` entries made none and are not layers (docker's rule).
     pub fn layers(&self) -> Vec<(&Digest, &V1Entry)> {
