@@ -370,7 +370,7 @@ fn verbose_output_never_shows_a_secret() {
 }
 
 #[test]
-fn loopback_registry_answers_plain_http_and_others_do_not_fall_back() {
+fn loopback_registries_are_reached_over_plain_http_without_a_flag() {
     // 127.0.0.1 gets HTTP automatically (docker's rule for localhost registries).
     let name = pushed("auth/loopback", 11, world().plain());
     run(imagec()

@@ -220,4 +220,23 @@ fn closed_stdout_ends_quietly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    // Regression: a closed stdout turned a failed pull into exit 0. The failure still counts.
+    let missing = name.replace("cmd/pipe", "cmd/pipe-missing");
+    let mut child = imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .args([&name, &missing])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -527,7 +527,9 @@ fn quiet_and_json_and_plain_progress_output() {
     assert_eq!(got, want);
     assert_eq!(r["reference"], name.as_str());
     assert_eq!(r["platform"], "linux/amd64");
-    for (l, b) in r["layers"].as_array().unwrap().iter().zip(&img.layers) {
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), img.layers.len());
+    for (l, b) in layers.iter().zip(&img.layers) {
         assert_eq!(l["digest"], b.digest.as_str());
         assert_eq!(l["size"], b.data.len() as u64);
         assert_eq!(l["cached"], false);
@@ -554,12 +556,24 @@ fn quiet_and_json_and_plain_progress_output() {
             out.stderr
         );
     }
-    let out = pull(&fresh_dest(), &[&name]).expect(0);
     assert!(
         !out.stderr.contains("already exists"),
         "a fresh store has nothing: {}",
         out.stderr
     );
+    // Into a store that has the blobs: one "already exists" line per blob, no download.
+    let dest = fresh_dest();
+    pull(&dest, &["-q", &name]).expect(0);
+    let out = pull(&dest, &[&name]).expect(0);
+    for b in std::iter::once(&img.config).chain(&img.layers) {
+        let short = &b.digest[7..19];
+        assert!(
+            out.stderr.contains(&format!("{short}: already exists")),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("downloading"), "{}", out.stderr);
 }
 
 #[test]
