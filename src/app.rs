@@ -112,6 +112,7 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     let mut code = error::SUCCESS;
     let mut out = io::stdout().lock();
     let mut stdout_open = true;
+    crate::interrupt::install();
     for (r, result) in pull(&registry, &store, &refs, &opts) {
         match result {
             Ok(report) => {
@@ -133,6 +134,8 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
                     }
                 }
             }
+            // Said once below, not once per reference.
+            Err(_) if crate::interrupt::requested() => {}
             Err(e) => {
                 let e = Error::from(e);
                 report_error(Some(&format!("pulling {r}")), &e);
@@ -141,6 +144,14 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
                 }
             }
         }
+    }
+    if crate::interrupt::requested() {
+        let _ = writeln!(
+            io::stderr(),
+            "imagec: interrupted; what arrived is kept in {} and the next pull resumes it",
+            store.root().join(".imagec/partial").display()
+        );
+        return Ok(crate::interrupt::EXIT_CODE);
     }
     Ok(code)
 }

@@ -59,6 +59,7 @@ fn transfer_code(e: &TransferError) -> u8 {
     match e {
         TransferError::Client(c) => client_code(c),
         TransferError::Store(_) | TransferError::Layer { .. } => FAILURE,
+        TransferError::Interrupted { .. } => crate::interrupt::EXIT_CODE,
     }
 }
 

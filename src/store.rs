@@ -1,7 +1,11 @@
 //! The store at `--dest`: an OCI image layout (image-spec `image-layout.md`) whose blobs are
 //! the layer cache. A blob appears under `blobs/` only after its size and digest were checked:
-//! downloads go to temp files in `.imagec/tmp` (same filesystem), are synced, and renamed into
-//! place. `index.json` is rewritten atomically under a lock, one entry per reference name.
+//! downloads go to `.imagec/partial/<hex>` (same filesystem, named by digest so that the next
+//! run finds and resumes them), are synced, and renamed into place. Several processes may share
+//! a store: a blob is downloaded under a lock (`.imagec/locks/`), so a second process waits and
+//! then finds it in place, and `index.json` is rewritten atomically under the store lock, one
+//! entry per reference name. Locks are `flock`s: the kernel drops them when a process dies, so
+//! a crash never leaves a lock behind.
 //!
 //! Write order, which every pull follows so that a reader never sees a reference whose blobs
 //! are missing, whatever happens to the process: 1. layer and config blobs, 2. manifests
@@ -55,7 +59,12 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in [store.root.join("blobs/sha256"), store.tmp_dir()] {
+        for dir in [
+            store.root.join("blobs/sha256"),
+            store.tmp_dir(),
+            store.root.join(PRIVATE).join("partial"),
+            store.root.join(PRIVATE).join("locks"),
+        ] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
         let layout = store.root.join("oci-layout");
@@ -133,26 +142,45 @@ impl Store {
         Ok(true)
     }
 
-    /// A temp file for downloading `d`, inside the store's filesystem but not under `blobs/`.
-    pub fn temp_for(&self, d: &Digest) -> Result<tempfile::NamedTempFile, StoreError> {
-        let dir = self.tmp_dir();
-        tempfile::Builder::new()
-            .prefix(&format!("{}.", d.hex()))
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(io_err("creating a temp file in", &dir))
+    /// Hold the download lock for blob `d`, waiting while another process (or thread) holds it.
+    /// Locks are striped over 4096 files by digest prefix, so the store never collects one lock
+    /// file per blob; two blobs that share a stripe are merely fetched one after the other.
+    pub fn lock_blob(&self, d: &Digest) -> Result<File, StoreError> {
+        let path = self.root.join(PRIVATE).join("locks").join(&d.hex()[..3]);
+        lock_file(&path)
     }
 
-    /// Move a verified download into `blobs/`: sync the data first so that a crash after the
-    /// rename can never leave a short file under a digest name.
-    pub fn commit(&self, tmp: tempfile::NamedTempFile, d: &Digest) -> Result<(), StoreError> {
+    /// Where a download of `d` in progress (or interrupted) is kept.
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.root.join(PRIVATE).join("partial").join(d.hex())
+    }
+
+    /// Open the partial download of `d` for reading and appending (created empty if there is
+    /// none). The caller holds the blob's lock.
+    pub fn open_partial(&self, d: &Digest) -> Result<File, StoreError> {
+        let path = self.partial_path(d);
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))
+    }
+
+    /// Move a verified partial download into `blobs/`: sync the data first so that a crash
+    /// after the rename can never leave a short file under a digest name.
+    pub fn commit_partial(&self, file: File, d: &Digest) -> Result<(), StoreError> {
+        let from = self.partial_path(d);
+        file.sync_data().map_err(io_err("syncing", &from))?;
+        drop(file);
         let dest = self.blob_path(d);
-        tmp.as_file()
-            .sync_data()
-            .map_err(io_err("syncing", tmp.path()))?;
-        tmp.persist(&dest)
-            .map_err(|e| io_err("renaming into", &dest)(e.error))?;
-        Ok(())
+        fs::rename(&from, &dest).map_err(io_err("renaming into", &dest))
+    }
+
+    /// Forget a partial download whose bytes turned out wrong.
+    pub fn discard_partial(&self, d: &Digest) {
+        let _ = fs::remove_file(self.partial_path(d));
     }
 
     /// The entries of `index.json`, as stored (entries we cannot parse are skipped).
@@ -245,15 +273,7 @@ impl Store {
     /// An exclusive lock on the store, released when the returned file is dropped (or the
     /// process dies: the kernel releases flock locks, so no stale lock file can block a user).
     fn lock(&self) -> Result<File, StoreError> {
-        let path = self.root.join(PRIVATE).join("lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
-        f.lock().map_err(io_err("locking", &path))?;
-        Ok(f)
+        lock_file(&self.root.join(PRIVATE).join("lock"))
     }
 
     fn index_path(&self) -> PathBuf {
@@ -279,6 +299,18 @@ impl Store {
             .map_err(|e| io_err("renaming into", dest)(e.error))?;
         Ok(())
     }
+}
+
+/// An exclusive `flock` on `path` (created if needed), released when the file is dropped.
+fn lock_file(path: &Path) -> Result<File, StoreError> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err("opening", path))?;
+    f.lock().map_err(io_err("locking", path))?;
+    Ok(f)
 }
 
 pub fn ref_name(d: &Descriptor) -> Option<&str> {

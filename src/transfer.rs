@@ -34,6 +34,8 @@ pub enum TransferError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("interrupted while downloading {digest}; what arrived is kept for the next pull")]
+    Interrupted { digest: Digest },
     #[error("layer {digest} is not a valid gzip stream: {source}")]
     Layer {
         digest: Digest,
@@ -113,35 +115,45 @@ pub fn fetch_all(
 fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
     let d = &job.descriptor;
     let reporter = registry.reporter();
-    if store.has_blob(&d.digest, d.size) {
-        reporter.blob_skipped(&d.digest, d.size);
-        let result = match job.diff_id {
-            false => Ok(None),
-            true => diffid::of_file(&store.blob_path(&d.digest), &d.digest)
-                .map(Some)
-                .map_err(|source| TransferError::Layer {
-                    digest: d.digest.clone(),
-                    source,
-                }),
-        };
-        return Fetched {
-            digest: d.digest.clone(),
-            bytes_received: 0,
-            result,
-        };
-    }
-    let mut received = 0;
-    let result = download(registry, store, job, &mut received);
-    if result.is_ok() {
-        reporter.blob_done(&d.digest, d.size);
-    }
-    Fetched {
+    let fetched = |bytes_received, result| Fetched {
         digest: d.digest.clone(),
-        bytes_received: received,
+        bytes_received,
         result,
+    };
+    if !store.has_blob(&d.digest, d.size) {
+        // Another process may be fetching this blob into the same store: wait for it, then
+        // look again rather than fetch it a second time.
+        let lock = match store.lock_blob(&d.digest) {
+            Ok(lock) => lock,
+            Err(e) => return fetched(0, Err(e.into())),
+        };
+        if !store.has_blob(&d.digest, d.size) {
+            let mut received = 0;
+            let result = download(registry, store, job, &mut received);
+            drop(lock);
+            if result.is_ok() {
+                reporter.blob_done(&d.digest, d.size);
+            }
+            return fetched(received, result);
+        }
     }
+    reporter.blob_skipped(&d.digest, d.size);
+    let result = match job.diff_id {
+        false => Ok(None),
+        true => diffid::of_file(&store.blob_path(&d.digest), &d.digest)
+            .map(Some)
+            .map_err(|source| TransferError::Layer {
+                digest: d.digest.clone(),
+                source,
+            }),
+    };
+    fetched(0, result)
 }
 
+/// Download one blob into its partial file and commit it. What an earlier, interrupted run left
+/// in the partial file is re-hashed (a local read) and only the rest is asked for, with Range;
+/// a stream that breaks is resumed the same way. A blob whose bytes turn out wrong is deleted,
+/// partial and all, so the next run starts afresh.
 fn download(
     registry: &Registry,
     store: &Store,
@@ -155,18 +167,47 @@ fn download(
             .url_of(&job.source, &format!("blobs/{}", d.digest))
             .unwrap_or_default()
     };
-    let mut tmp = store.temp_for(&d.digest)?;
+    let partial = store.partial_path(&d.digest);
+    let file_err = |action: &'static str| {
+        let path = partial.clone();
+        move |source| {
+            TransferError::from(StoreError::Io {
+                action,
+                path,
+                source,
+            })
+        }
+    };
+    let mut file = store.open_partial(&d.digest)?;
     let mut hasher = Hasher::new();
     let mut diff_id = job.diff_id.then(DiffId::new);
+    let have = file.metadata().map_err(file_err("reading"))?.len();
+    if have > d.size {
+        file.set_len(0).map_err(file_err("truncating"))?;
+    } else if have > 0 {
+        rehash(&mut file, &mut hasher, diff_id.as_mut()).map_err(file_err("reading"))?;
+    }
+    file.seek(io::SeekFrom::End(0))
+        .map_err(file_err("seeking in"))?;
     let mut attempt = 1;
     let mut started = false;
     loop {
+        if crate::interrupt::requested() {
+            return Err(TransferError::Interrupted {
+                digest: d.digest.clone(),
+            });
+        }
         let offset = hasher.count();
-        let (body, start) = registry.open_blob(&job.source, &d.digest, offset)?;
+        let (body, start): (Box<dyn Read + Send>, u64) = if offset == d.size {
+            // Everything is already here from an earlier run: only the check is left.
+            (Box::new(io::empty()), offset)
+        } else {
+            registry.open_blob(&job.source, &d.digest, offset)?
+        };
         if start != offset {
             // The server ignored our Range and sent the whole blob: start over.
-            tmp.as_file_mut().set_len(0).map_err(io(tmp.path()))?;
-            tmp.as_file_mut().rewind().map_err(io(tmp.path()))?;
+            file.set_len(0).map_err(file_err("truncating"))?;
+            file.rewind().map_err(file_err("seeking in"))?;
             hasher = Hasher::new();
             diff_id = job.diff_id.then(DiffId::new);
         }
@@ -177,7 +218,7 @@ fn download(
         let mut reader = HashingReader::new(body, hasher.clone(), d.size);
         match copy_with_progress(
             &mut reader,
-            tmp.as_file_mut(),
+            &mut file,
             diff_id.as_mut(),
             &d.digest,
             registry,
@@ -187,13 +228,15 @@ fn download(
                 let verified = reader.finish(&d.digest).map_err(|source| {
                     ClientError::from(RegistryError::Body { url: url(), source })
                 })?;
-                verified.map_err(|source| {
-                    ClientError::from(RegistryError::BlobVerify {
+                if let Err(source) = verified {
+                    store.discard_partial(&d.digest);
+                    return Err(ClientError::from(RegistryError::BlobVerify {
                         digest: d.digest.clone(),
                         url: url(),
                         source,
                     })
-                })?;
+                    .into());
+                }
                 let diff_id =
                     diff_id
                         .map(|t| t.finish(&d.digest))
@@ -202,8 +245,13 @@ fn download(
                             digest: d.digest.clone(),
                             source,
                         })?;
-                store.commit(tmp, &d.digest)?;
+                store.commit_partial(file, &d.digest)?;
                 return Ok(diff_id);
+            }
+            Err(CopyError::Interrupted) => {
+                return Err(TransferError::Interrupted {
+                    digest: d.digest.clone(),
+                })
             }
             Err(CopyError::Layer(e)) => {
                 return Err(TransferError::Layer {
@@ -211,14 +259,7 @@ fn download(
                     source: e,
                 })
             }
-            Err(CopyError::Write(e)) => {
-                return Err(StoreError::Io {
-                    action: "writing",
-                    path: tmp.path().to_path_buf(),
-                    source: e,
-                }
-                .into())
-            }
+            Err(CopyError::Write(e)) => return Err(file_err("writing")(e)),
             Err(CopyError::Read(e)) => {
                 hasher = reader.hasher().clone();
                 let err = RegistryError::Body {
@@ -242,10 +283,31 @@ fn download(
     }
 }
 
+/// Feed what a partial file holds to the hashers (from its start).
+fn rehash(
+    file: &mut std::fs::File,
+    hasher: &mut Hasher,
+    mut diff_id: Option<&mut DiffId>,
+) -> io::Result<()> {
+    file.rewind()?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+        if let Some(t) = diff_id.as_deref_mut() {
+            t.update(&buf[..n])?;
+        }
+    }
+}
+
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
     Layer(io::Error),
+    Interrupted,
 }
 
 /// Copy until EOF or the size cap, reporting progress; the file is flushed before returning
@@ -264,6 +326,9 @@ fn copy_with_progress<R: Read>(
     let mut pending = 0u64;
     let mut last = Instant::now();
     let result = loop {
+        if crate::interrupt::requested() {
+            break Err(CopyError::Interrupted);
+        }
         let n = match reader.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
@@ -289,17 +354,6 @@ fn copy_with_progress<R: Read>(
     }
     out.flush().map_err(CopyError::Write)?;
     result
-}
-
-fn io(path: &std::path::Path) -> impl FnOnce(io::Error) -> TransferError + '_ {
-    move |source| {
-        StoreError::Io {
-            action: "truncating",
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
-    }
 }
 
 /// Read a small blob (an image config) into memory, verified, from the store when it is there

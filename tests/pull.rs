@@ -492,6 +492,8 @@ fn a_blob_that_does_not_match_its_digest_never_lands() {
         std::fs::read_dir(dest.join(".imagec/tmp")).unwrap().count(),
         0
     );
+    // The wrong bytes are not kept as a partial for a later run to resume from either.
+    assert!(!dest.join(".imagec/partial").join(&bad.digest[7..]).exists());
     // The blobs that were fine are kept for next time.
     assert!(blob_path(&dest, &img.layers[0].digest).exists());
 }
