@@ -5,7 +5,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, ImagesArgs, InspectArgs, PullArgs, RemoteArgs};
+use crate::cli::{Cli, Command, GcArgs, ImagesArgs, InspectArgs, PullArgs, RemoteArgs, RmArgs};
 use crate::error::{self, Error};
 use crate::output;
 use crate::platform::PlatformChoice;
@@ -24,6 +24,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Layers(a) => cmd_layers(a),
         Command::Inspect(a) => cmd_inspect(a),
         Command::Images(a) => cmd_images(a),
+        Command::Rm(a) => cmd_rm(a),
+        Command::Gc(a) => cmd_gc(a),
     };
     match result {
         Ok(code) => code,
@@ -103,6 +105,10 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
     let store = with_context(Store::create(&settings.dest), || {
         format!("opening store {}", settings.dest.display())
+    })?;
+    // Held for the whole pull: gc waits for it (see Store::activity_lock).
+    let _active = with_context(store.activity_lock(false), || {
+        format!("locking store {}", settings.dest.display())
     })?;
     let opts = PullOptions {
         platform: settings.platform.clone(),
@@ -234,5 +240,85 @@ fn cmd_images(a: ImagesArgs) -> Result<u8, Failure> {
         output::images_table(&rows)
     };
     emit(&mut io::stdout().lock(), &text)?;
+    Ok(error::SUCCESS)
+}
+
+/// The store for a maintenance command: it must exist (a missing store is "not found").
+fn existing_store(dest: &std::path::Path) -> Result<Store, Failure> {
+    match with_context(Store::open(dest), || {
+        format!("opening store {}", dest.display())
+    })? {
+        Some(s) => Ok(s),
+        None => Err(Error::NoStore(dest.to_path_buf()).into()),
+    }
+}
+
+fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
+    let refs = parse_references(&a.references)?;
+    let store = existing_store(&a.dest)?;
+    let names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
+    let removed = with_context(store.remove_entries(&names), || {
+        format!("updating {}", a.dest.join("index.json").display())
+    })?;
+    let mut code = error::SUCCESS;
+    for n in &names {
+        if !removed
+            .iter()
+            .any(|d| crate::store::ref_name(d) == Some(n.as_str()))
+        {
+            report_error(None, &Error::NotInStore(n.clone()));
+            code = error::NOT_FOUND;
+        }
+    }
+    let text = if a.json {
+        let rows: Vec<_> = removed
+            .iter()
+            .map(|d| serde_json::json!({ "reference": crate::store::ref_name(d), "digest": d.digest }))
+            .collect();
+        output::json_pretty(&rows)
+    } else {
+        removed
+            .iter()
+            .map(|d| format!("{} {}\n", crate::store::ref_name(d).unwrap_or(""), d.digest))
+            .collect()
+    };
+    emit(&mut io::stdout().lock(), &text)?;
+    Ok(code)
+}
+
+fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
+    let store = existing_store(&a.dest)?;
+    let report = with_context(crate::gc::gc(&store, a.dry_run), || {
+        format!("collecting store {}", a.dest.display())
+    })?;
+    let text = if a.json {
+        output::json_pretty(&report)
+    } else {
+        let mut t = String::new();
+        for b in &report.blobs {
+            t.push_str(&format!(
+                "{} {}\n",
+                b.digest,
+                crate::progress::human_size(b.size)
+            ));
+        }
+        for f in &report.files {
+            t.push_str(&format!(
+                "{} {}\n",
+                f.path.display(),
+                crate::progress::human_size(f.size)
+            ));
+        }
+        t
+    };
+    emit(&mut io::stdout().lock(), &text)?;
+    let _ = writeln!(
+        io::stderr(),
+        "{} {} blobs and {} stale files, {}",
+        if a.dry_run { "would free" } else { "freed" },
+        report.blobs.len(),
+        report.files.len(),
+        crate::progress::human_size(report.bytes_freed)
+    );
     Ok(error::SUCCESS)
 }

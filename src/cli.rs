@@ -27,6 +27,46 @@ pub enum Command {
     Inspect(InspectArgs),
     /// List what the store holds
     Images(ImagesArgs),
+    /// Remove references from the store's index (their blobs stay until `gc`)
+    Rm(RmArgs),
+    /// Delete blobs no reference reaches, and stale partial downloads
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// References to remove, as pulled: [registry[:port]/]repository[:tag][@digest]
+    #[arg(required = true, value_name = "REFERENCE")]
+    pub references: Vec<String>,
+    /// The store
+    #[arg(
+        long,
+        env = "IMAGEC_DEST",
+        default_value = "./images",
+        value_name = "DIR"
+    )]
+    pub dest: PathBuf,
+    /// Machine-readable output on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The store
+    #[arg(
+        long,
+        env = "IMAGEC_DEST",
+        default_value = "./images",
+        value_name = "DIR"
+    )]
+    pub dest: PathBuf,
+    /// List what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable output on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,10 @@ pub enum Error {
     Transfer(#[from] TransferError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} is not in the store")]
+    NotInStore(String),
+    #[error("no store at {0}")]
+    NoStore(std::path::PathBuf),
 }
 
 impl Error {
@@ -39,6 +43,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Unsupported(_) => USAGE,
             Error::Tls(_) | Error::Store(_) => FAILURE,
+            Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
             Error::Pull(PullError::Transfer(e)) | Error::Transfer(e) => transfer_code(e),
             Error::Pull(PullError::Store(_)) => FAILURE,

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod diffid;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod interrupt;
 pub mod manifest;
 pub mod output;

@@ -150,6 +150,101 @@ impl Store {
         lock_file(&path)
     }
 
+    /// Held (shared) by every pull for its whole run and (exclusive) by `gc`: a pull's blobs are
+    /// in place before its index entry names them, and gc must not take them for garbage then.
+    pub fn activity_lock(&self, exclusive: bool) -> Result<File, StoreError> {
+        let path = self.root.join(PRIVATE).join("activity");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        if exclusive {
+            f.lock().map_err(io_err("locking", &path))?;
+        } else {
+            f.lock_shared().map_err(io_err("locking", &path))?;
+        }
+        Ok(f)
+    }
+
+    /// Remove the entries named `names` from `index.json`, under the store lock; returns the
+    /// entries removed (names not in the index are left out).
+    pub fn remove_entries(&self, names: &[String]) -> Result<Vec<Descriptor>, StoreError> {
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let Some(Value::Array(manifests)) = index.get_mut("manifests") else {
+            return Ok(vec![]);
+        };
+        let mut removed = Vec::new();
+        manifests.retain(|v| {
+            let named = v["annotations"][REF_NAME]
+                .as_str()
+                .is_some_and(|n| names.iter().any(|w| w == n));
+            if named {
+                if let Ok(d) = serde_json::from_value(v.clone()) {
+                    removed.push(d);
+                }
+            }
+            !named
+        });
+        if !removed.is_empty() {
+            let bytes = serde_json::to_vec(&index).unwrap_or_default();
+            self.write_atomic(&self.index_path(), &bytes)?;
+        }
+        Ok(removed)
+    }
+
+    /// Every blob file under `blobs/sha256` with its size (files whose names are not digests
+    /// are not blobs and are left alone).
+    pub fn all_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let e = e.map_err(io_err("listing", &dir))?;
+            let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>()
+            else {
+                continue;
+            };
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((d, len));
+        }
+        Ok(out)
+    }
+
+    /// Files in the store's private directories that no pull will use: temp files, and
+    /// partial downloads of blobs already in place or untouched for `older_than`.
+    pub fn stale_files(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<(PathBuf, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for (dir, partial) in [
+            (self.tmp_dir(), false),
+            (self.root.join(PRIVATE).join("partial"), true),
+        ] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age > older_than);
+                let done = partial
+                    && format!("sha256:{}", e.file_name().to_string_lossy())
+                        .parse::<Digest>()
+                        .is_ok_and(|d| self.blob_path(&d).exists());
+                if !partial || old || done {
+                    out.push((e.path(), meta.len()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Where a download of `d` in progress (or interrupted) is kept.
     pub fn partial_path(&self, d: &Digest) -> PathBuf {
         self.root.join(PRIVATE).join("partial").join(d.hex())
