@@ -273,6 +273,11 @@ impl Store {
         fs::rename(&from, &dest).map_err(io_err("renaming into", &dest))
     }
 
+    /// The length of the partial download of `d`, if there is one.
+    pub fn partial_len(&self, d: &Digest) -> Option<u64> {
+        fs::metadata(self.partial_path(d)).ok().map(|m| m.len())
+    }
+
     /// Forget a partial download whose bytes turned out wrong.
     pub fn discard_partial(&self, d: &Digest) {
         let _ = fs::remove_file(self.partial_path(d));

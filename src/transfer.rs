@@ -130,6 +130,10 @@ fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
         if !store.has_blob(&d.digest, d.size) {
             let mut received = 0;
             let result = download(registry, store, job, &mut received);
+            if result.is_err() && store.partial_len(&d.digest) == Some(0) {
+                // Nothing arrived (a 404, say): no partial worth keeping for a later run.
+                store.discard_partial(&d.digest);
+            }
             drop(lock);
             if result.is_ok() {
                 reporter.blob_done(&d.digest, d.size);
