@@ -31,6 +31,19 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
+/// `[what: ]error; retrying in 1.0 s (attempt 2 failed)`: the error names the request already.
+fn retry_line(what: &str, attempt: u32, delay: Duration, error: &str) -> String {
+    let prefix = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what}: ")
+    };
+    format!(
+        "{prefix}{error}; retrying in {:.1} s (attempt {attempt} failed)",
+        delay.as_secs_f64()
+    )
+}
+
 fn eprint_line(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
@@ -124,11 +137,7 @@ impl Reporter for PlainReporter {
         eprint_line(&format!("{}: already exists", digest.short()));
     }
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
-        eprint_line(&format!(
-            "{what}: {error}; retrying in {:.1} s (attempt {} failed)",
-            delay.as_secs_f64(),
-            attempt
-        ));
+        eprint_line(&retry_line(what, attempt, delay, error));
     }
     fn warn(&self, message: &str) {
         eprint_line(&format!("warning: {message}"));
@@ -276,11 +285,7 @@ impl Reporter for BarReporter {
         self.finish(digest, "already exists".to_string(), size);
     }
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
-        self.line(&format!(
-            "{what}: {error}; retrying in {:.1} s (attempt {} failed)",
-            delay.as_secs_f64(),
-            attempt
-        ));
+        self.line(&retry_line(what, attempt, delay, error));
     }
     fn warn(&self, message: &str) {
         self.line(&format!("warning: {message}"));

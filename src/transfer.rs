@@ -266,6 +266,11 @@ fn download(
             Err(CopyError::Write(e)) => return Err(file_err("writing")(e)),
             Err(CopyError::Read(e)) => {
                 hasher = reader.hasher().clone();
+                // A stream that moved forward before breaking is not failing, just flaky: count
+                // attempts from here (the whole run stays bounded by --timeout).
+                if hasher.count() > offset {
+                    attempt = 1;
+                }
                 let err = RegistryError::Body {
                     url: url(),
                     source: e,
@@ -374,41 +379,9 @@ pub fn read_small_blob(
             return Ok(bytes);
         }
     }
-    let url = registry.url_of(source, &format!("blobs/{}", d.digest))?;
     if d.size > max {
+        let url = registry.url_of(source, &format!("blobs/{}", d.digest))?;
         return Err(ClientError::from(RegistryError::ManifestTooLarge { url, limit: max }).into());
     }
-    registry
-        .with_retries(&format!("GET {url}"), || {
-            let (body, _) = registry
-                .open_blob(source, &d.digest, 0)
-                .map_err(|e| match e {
-                    ClientError::Registry(r) => r,
-                    ClientError::Credentials(c) => RegistryError::TokenInvalid {
-                        realm: source.registry().to_string(),
-                        reason: c.to_string(),
-                    },
-                })?;
-            let mut reader = HashingReader::new(body, Hasher::new(), d.size);
-            let mut bytes = Vec::with_capacity(d.size as usize);
-            reader
-                .read_to_end(&mut bytes)
-                .map_err(|source| RegistryError::Body {
-                    url: url.clone(),
-                    source,
-                })?;
-            reader
-                .finish(&d.digest)
-                .map_err(|source| RegistryError::Body {
-                    url: url.clone(),
-                    source,
-                })?
-                .map_err(|source| RegistryError::BlobVerify {
-                    digest: d.digest.clone(),
-                    url: url.clone(),
-                    source,
-                })?;
-            Ok(bytes)
-        })
-        .map_err(|e| ClientError::from(e).into())
+    Ok(registry.get_small_blob(source, &d.digest, d.size)?)
 }

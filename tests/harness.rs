@@ -413,6 +413,10 @@ fn images_are_deterministic_and_describe_their_layers() {
         support::image::gunzip(&random.data).len(),
         512 + 100_352 + 1024
     );
+    // Its diff_id is hashed from the stored blocks without inflating: the same as inflating.
+    let unpacked = support::sha256(&support::image::gunzip(&random.data));
+    let with_random = support::image(Format::Docker, "linux", "amd64", vec![random]);
+    assert_eq!(with_random.diff_ids, [unpacked]);
 }
 
 #[test]

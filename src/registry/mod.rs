@@ -20,7 +20,7 @@ use self::auth::Endpoint;
 pub use self::errors::{ErrorBody, RegistryError};
 use self::http::{header, Http, Method};
 use crate::credentials::{CredentialError, CredentialSource};
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher, HashingReader};
 use crate::manifest::{media, schema1};
 use crate::reference::Reference;
 use crate::report::Reporter;
@@ -133,54 +133,54 @@ impl Registry {
     ) -> Result<RawManifest, ClientError> {
         let max = max.min(MAX_MANIFEST);
         let path = format!("manifests/{reference}");
-        let accept = manifest_accept();
-        let resp = self.request(r, Method::Get, &path, &[("Accept", accept)], "manifest")?;
-        let url = self.url_of(r, &path)?;
-        let announced =
-            header(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
-        let media_type = content_type(&resp);
-        if resp.body().content_length().is_some_and(|n| n > max) {
-            return Err(RegistryError::ManifestTooLarge { url, limit: max }.into());
-        }
-        let mut bytes = Vec::new();
-        resp.into_body()
-            .into_reader()
-            .take(max + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| RegistryError::Body {
-                url: url.clone(),
-                source,
-            })?;
-        if bytes.len() as u64 > max {
-            return Err(RegistryError::ManifestTooLarge { url, limit: max }.into());
-        }
-        // A signed schema1 manifest's digest covers its JWS payload, not the bytes served; the
-        // payload is also all that is parsed later (`Manifest::parse`), so whatever a server
-        // appends outside it is never used. The payload route is taken only when the payload
-        // is itself schema1: otherwise a body dressed as schema1 could carry the bytes of
-        // another manifest as its "payload" and pass that manifest's digest.
-        let actual = if media::is_schema1(&media_type, &bytes) {
-            let payload = schema1::payload(&bytes).map_err(|e| RegistryError::Schema1Payload {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-            if media::classify("", &payload) != Some(media::Kind::Schema1) {
-                return Err(RegistryError::Schema1Payload {
-                    url,
-                    reason: "its payload is not a schema1 manifest".into(),
-                }
-                .into());
-            }
-            Digest::sha256_of(&payload)
-        } else {
-            Digest::sha256_of(&bytes)
-        };
-        let digest = verify_manifest(actual, expected, announced.as_ref(), &url)?;
-        Ok(RawManifest {
-            bytes,
-            media_type,
-            digest,
-        })
+        let headers = [("Accept", manifest_accept())];
+        let ep = self.endpoint(r)?;
+        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
+        // The body is read inside the retried operation: a connection cut mid-manifest is as
+        // transient as one cut before the answer (SPEC: truncated bodies).
+        let raw = self.with_retries("", || {
+            let resp = self.request_once(&ep, r, Method::Get, &path, &headers, "manifest")?;
+            read_manifest(resp, url.clone(), expected, max)
+        })?;
+        Ok(raw)
+    }
+
+    /// Read the small blob `d` (a config) into memory, verified, retrying the request and the
+    /// read together.
+    pub fn get_small_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let path = format!("blobs/{d}");
+        let ep = self.endpoint(r)?;
+        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
+        let bytes = self.with_retries("", || {
+            let resp = self.request_once(&ep, r, Method::Get, &path, &[], "blob")?;
+            let mut reader =
+                HashingReader::new(resp.into_body().into_reader(), Hasher::new(), size);
+            let mut bytes = Vec::with_capacity(size.min(MAX_MANIFEST) as usize);
+            reader
+                .read_to_end(&mut bytes)
+                .map_err(|source| RegistryError::Body {
+                    url: url.clone(),
+                    source,
+                })?;
+            reader
+                .finish(d)
+                .map_err(|source| RegistryError::Body {
+                    url: url.clone(),
+                    source,
+                })?
+                .map_err(|source| RegistryError::BlobVerify {
+                    digest: d.clone(),
+                    url: url.clone(),
+                    source,
+                })?;
+            Ok(bytes)
+        })?;
+        Ok(bytes)
     }
 
     /// Open a blob stream at `offset` (0 for the whole blob). Returns the reader and the offset
@@ -248,7 +248,7 @@ impl Registry {
         }
         let credentials = self.settings.credentials.lookup(r.registry())?;
         let allow_http = self.settings.allow_http || r.is_loopback();
-        let ep = self.with_retries(&format!("contacting {host}"), || {
+        let ep = self.with_retries("", || {
             probe(&self.http, &host, allow_http, credentials.clone())
         })?;
         if self.reporter.is_verbose() {
@@ -278,75 +278,88 @@ impl Registry {
         what: &str,
     ) -> Result<Response<Body>, ClientError> {
         let ep = self.endpoint(r)?;
+        self.with_retries("", || {
+            self.request_once(&ep, r, method, path, headers, what)
+        })
+        .map_err(ClientError::from)
+    }
+
+    /// One attempt of [`Registry::request`] (a refused token is still renewed once).
+    fn request_once(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        what: &str,
+    ) -> Result<Response<Body>, RegistryError> {
         let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
         let scope = format!("repository:{}:pull", r.repository());
         let what = format!("{what} {}", describe(r, path));
-        self.with_retries(&format!("{} {url}", method.as_str()), || {
-            let mut renewed = false;
-            loop {
-                let auth = ep.authorization(&self.http, &scope)?;
-                let mut resp = self.http.send(method, &url, headers, auth.as_ref())?;
-                let status = resp.status().as_u16();
-                if (200..300).contains(&status) {
-                    return Ok(resp);
+        let mut renewed = false;
+        loop {
+            let auth = ep.authorization(&self.http, &scope)?;
+            let mut resp = self.http.send(method, &url, headers, auth.as_ref())?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                return Ok(resp);
+            }
+            let body = if method == Method::Head {
+                ErrorBody::default()
+            } else {
+                let bytes = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 << 10)
+                    .read_to_vec()
+                    .unwrap_or_default();
+                ErrorBody::parse(&bytes)
+            };
+            match status {
+                // A token that the registry refuses although we thought it live has expired
+                // or been revoked mid-pull: fetch a new one once and send again.
+                401 if ep.uses_tokens() && !renewed && !insufficient_scope(&resp) => {
+                    ep.invalidate(&scope);
+                    renewed = true;
+                    if self.reporter.is_verbose() {
+                        self.reporter
+                            .verbose("token refused: fetching a new one and retrying");
+                    }
+                    continue;
                 }
-                let body = if method == Method::Head {
-                    ErrorBody::default()
-                } else {
-                    let bytes = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(64 << 10)
-                        .read_to_vec()
-                        .unwrap_or_default();
-                    ErrorBody::parse(&bytes)
-                };
-                match status {
-                    // A token that the registry refuses although we thought it live has expired
-                    // or been revoked mid-pull: fetch a new one once and send again.
-                    401 if ep.uses_tokens() && !renewed && !insufficient_scope(&resp) => {
-                        ep.invalidate(&scope);
-                        renewed = true;
-                        if self.reporter.is_verbose() {
-                            self.reporter
-                                .verbose("token refused: fetching a new one and retrying");
-                        }
-                        continue;
-                    }
-                    401 => {
-                        return Err(RegistryError::Unauthorized {
-                            url: url.clone(),
-                            body,
-                            has_credentials: ep.credentials.is_some(),
-                        })
-                    }
-                    403 => {
-                        return Err(RegistryError::Denied {
-                            url: url.clone(),
-                            body,
-                        })
-                    }
-                    404 => {
-                        return Err(RegistryError::NotFound {
-                            what: what.clone(),
-                            url: url.clone(),
-                            body,
-                        })
-                    }
-                    _ => {
-                        return Err(RegistryError::Status {
-                            method: method.as_str(),
-                            url: url.clone(),
-                            status,
-                            body,
-                            retry_after: header(&resp, "retry-after")
-                                .and_then(crate::retry::parse_retry_after),
-                        })
-                    }
+                401 => {
+                    return Err(RegistryError::Unauthorized {
+                        url: url.clone(),
+                        body,
+                        has_credentials: ep.credentials.is_some(),
+                    })
+                }
+                403 => {
+                    return Err(RegistryError::Denied {
+                        url: url.clone(),
+                        body,
+                    })
+                }
+                404 => {
+                    return Err(RegistryError::NotFound {
+                        what: what.clone(),
+                        url: url.clone(),
+                        body,
+                    })
+                }
+                _ => {
+                    return Err(RegistryError::Status {
+                        method: method.as_str(),
+                        url: url.clone(),
+                        status,
+                        body,
+                        retry_after: header(&resp, "retry-after")
+                            .and_then(crate::retry::parse_retry_after),
+                    })
                 }
             }
-        })
-        .map_err(ClientError::from)
+        }
     }
 
     /// Run `op` until it succeeds, fails finally, runs out of attempts, or the deadline passes.
@@ -387,6 +400,59 @@ impl Registry {
     pub fn reporter(&self) -> &Arc<dyn Reporter> {
         &self.reporter
     }
+}
+
+/// Read and verify a manifest answer: at most `max` bytes, checked against the requested
+/// digest and the registry's `Docker-Content-Digest`.
+fn read_manifest(
+    resp: Response<Body>,
+    url: String,
+    expected: Option<&Digest>,
+    max: u64,
+) -> Result<RawManifest, RegistryError> {
+    let announced = header(&resp, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+    let media_type = content_type(&resp);
+    if resp.body().content_length().is_some_and(|n| n > max) {
+        return Err(RegistryError::ManifestTooLarge { url, limit: max });
+    }
+    let mut bytes = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| RegistryError::Body {
+            url: url.clone(),
+            source,
+        })?;
+    if bytes.len() as u64 > max {
+        return Err(RegistryError::ManifestTooLarge { url, limit: max });
+    }
+    // A signed schema1 manifest's digest covers its JWS payload, not the bytes served; the
+    // payload is also all that is parsed later (`Manifest::parse`), so whatever a server
+    // appends outside it is never used. The payload route is taken only when the payload
+    // is itself schema1: otherwise a body dressed as schema1 could carry the bytes of
+    // another manifest as its "payload" and pass that manifest's digest.
+    let actual = if media::is_schema1(&media_type, &bytes) {
+        let payload = schema1::payload(&bytes).map_err(|e| RegistryError::Schema1Payload {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        if media::classify("", &payload) != Some(media::Kind::Schema1) {
+            return Err(RegistryError::Schema1Payload {
+                url,
+                reason: "its payload is not a schema1 manifest".into(),
+            });
+        }
+        Digest::sha256_of(&payload)
+    } else {
+        Digest::sha256_of(&bytes)
+    };
+    let digest = verify_manifest(actual, expected, announced.as_ref(), &url)?;
+    Ok(RawManifest {
+        bytes,
+        media_type,
+        digest,
+    })
 }
 
 /// SPEC: verify every manifest against the requested digest, and against
@@ -432,6 +498,11 @@ fn probe(
         Err(e) if allow_http && matches!(e, RegistryError::Transport { .. }) => {
             match Endpoint::probe(http, host, format!("http://{host}"), credentials) {
                 Ok(ep) => Ok(ep),
+                // The server speaks plain HTTP and answered with a status of its own (a 503
+                // while it starts, say): that answer is the one to retry and to report.
+                Err(status @ RegistryError::Status { .. }) => Err(status),
+                // Otherwise (nothing answered, or a TLS server refused plain HTTP) the HTTPS
+                // failure is what the user can act on: an untrusted certificate, say.
                 Err(_) => Err(e),
             }
         }

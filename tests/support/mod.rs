@@ -1,6 +1,7 @@
 //! Support code for imagec's integration tests: real `docker-registry` processes (plain, Basic
 //! auth, token auth, TLS) sharing one storage, an in-process token server, deterministic test
-//! images and a way to push them, and a clean-environment `imagec` command.
+//! images and a way to push them, proxies that inject faults in front of a registry, and a
+//! clean-environment `imagec` command.
 //!
 //! Everything is started once per test binary, on first use of [`world`], on free loopback
 //! ports. Nothing outlives the test process: each registry runs under a wrapper shell that kills
@@ -14,6 +15,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod faults;
 pub mod httpd;
 pub mod image;
 pub mod pki;

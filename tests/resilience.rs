@@ -1,0 +1,271 @@
+//! Pulls through a fault-injecting proxy in front of the real registry (SPEC: Registry protocol,
+//! transient and final failures; issue 5): a reset mid-blob resumes with Range, 503/429 are
+//! retried within `--retries`, a flipped byte or a bad `Content-Range` fails without landing
+//! anything, a server that ignores Range gets the blob again from zero, a 404 is final.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::faults::FaultProxy;
+use support::*;
+
+/// An image of `layers` pushed as `REPO:1`, a proxy in front of the registry, and a fresh DEST.
+/// Returns the proxy, the name to pull through it, and DEST.
+fn setup(repo: &str, img: &Image) -> (FaultProxy, String, PathBuf) {
+    let reg = world().plain().host();
+    push_image(&reg, repo, "1", img);
+    let proxy = FaultProxy::start(&reg).expect("starting the fault proxy");
+    let name = format!("{}/{repo}:1", proxy.host());
+    (proxy, name, world().temp_dir().join("store"))
+}
+
+fn pull(dest: &Path, name: &str, args: &[&str]) -> Run {
+    run(imagec()
+        .args(["pull", "--dest"])
+        .arg(dest)
+        .args(args)
+        .arg(name))
+}
+
+/// The path part that matches requests for this blob only.
+fn blob(layer: &Blob) -> String {
+    format!("/blobs/{}", layer.digest)
+}
+
+#[track_caller]
+fn assert_landed_intact(dest: &Path, layer: &Blob) {
+    let data = std::fs::read(blob_path(dest, &layer.digest)).expect("the blob is in the store");
+    assert_eq!(data.len(), layer.data.len());
+    assert_eq!(
+        sha256(&data),
+        layer.digest,
+        "the stored blob is not the layer"
+    );
+}
+
+/// Nothing of a failed pull is visible: no blob for `digest`, no `index.json` entry for
+/// `name`, no temp file left behind.
+#[track_caller]
+fn assert_nothing_landed(dest: &Path, digest: &str, name: &str) {
+    assert!(
+        !blob_path(dest, digest).exists(),
+        "{digest} landed under blobs/"
+    );
+    if dest.join("index.json").exists() {
+        let idx = index(dest);
+        let named = idx["manifests"].as_array().is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        });
+        assert!(!named, "index.json names {name}: {idx:#}");
+    }
+    let tmp = dest.join(".imagec/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
+
+fn retry_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("retrying")).collect()
+}
+
+#[test]
+fn a_reset_at_60_percent_of_100_mb_resumes_with_range() {
+    let layer = random_layer(5101, 100_000_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/reset", &img);
+    let size = layer.data.len() as u64;
+    proxy.reset_after(&blob(&layer), size * 6 / 10, 1);
+
+    let out = pull(&dest, &name, &[]).expect(0);
+    assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
+    assert_landed_intact(&dest, &layer);
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 2);
+    let moved = proxy.body_bytes(&blob(&layer));
+    let ratio = moved as f64 / size as f64;
+    eprintln!("reset at 60%: {moved} body bytes for a {size}-byte blob, ratio {ratio:.4}");
+    assert!(
+        ratio <= 1.1,
+        "{moved} bytes sent for {size}: restarted instead of resuming"
+    );
+}
+
+#[test]
+fn a_503_with_retry_after_and_429s_are_retried_until_the_pull_succeeds() {
+    let layer = random_layer(5102, 200_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/busy", &img);
+    proxy.fail_first("/manifests/", 503, Some("1"), 2);
+    proxy.fail_first(&blob(&layer), 429, None, 2);
+
+    // A non-zero base: with 0 the test setting skips every wait, Retry-After included.
+    let start = Instant::now();
+    let out = run(imagec()
+        .env("IMAGEC_RETRY_BASE_MS", "1")
+        .args(["pull", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let took = start.elapsed();
+    let retries = retry_lines(&out.stderr);
+    assert_eq!(retries.len(), 4, "{}", out.stderr);
+    assert_eq!(
+        retries.iter().filter(|l| l.contains("503")).count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        retries.iter().filter(|l| l.contains("429")).count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "{took:?}: Retry-After: 1 was not honoured twice"
+    );
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 3);
+    assert_landed_intact(&dest, &layer);
+    entry(&dest, &name);
+}
+
+#[test]
+fn retries_stop_after_the_attempts_asked_for() {
+    let layer = random_layer(5103, 200_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/down", &img);
+    proxy.fail_first(&blob(&layer), 503, None, 3);
+
+    let out = pull(&dest, &name, &["--retries", "2"]).expect(1);
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 2, "--retries 2");
+    let error = out.stderr.trim_end().lines().last().unwrap_or("");
+    assert!(error.contains("503"), "{}", out.stderr);
+    assert!(error.contains(&layer.digest), "{}", out.stderr);
+    assert_nothing_landed(&dest, &layer.digest, &name);
+}
+
+#[test]
+fn a_flipped_byte_fails_naming_the_digest_and_lands_nothing() {
+    let layer = random_layer(5104, 1_000_000);
+    let good = random_layer(5105, 100_000);
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![layer.clone(), good.clone()],
+    );
+    let (proxy, name, dest) = setup("resilience/flip", &img);
+    proxy.flip_byte(&blob(&layer), 500_000);
+
+    let out = pull(&dest, &name, &[]).expect(1);
+    assert!(out.stderr.contains(&layer.digest), "{}", out.stderr);
+    assert!(out.stderr.contains("digest mismatch"), "{}", out.stderr);
+    // Final, not retried (the flip fires once: a retry would have succeeded).
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 1, "{}", out.stderr);
+    assert!(retry_lines(&out.stderr).is_empty(), "{}", out.stderr);
+    assert_nothing_landed(&dest, &layer.digest, &name);
+}
+
+#[test]
+fn a_server_that_ignores_range_after_a_reset_sends_the_blob_again_from_zero() {
+    let layer = random_layer(5106, 4_000_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/norange", &img);
+    let cut = 1_500_000;
+    proxy.reset_after(&blob(&layer), cut, 1);
+    proxy.ignore_range(&blob(&layer));
+
+    let out = pull(&dest, &name, &[]).expect(0);
+    assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
+    assert_landed_intact(&dest, &layer);
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 2);
+    // The cut part, then the whole blob once more.
+    assert_eq!(
+        proxy.body_bytes(&blob(&layer)),
+        cut + layer.data.len() as u64
+    );
+    entry(&dest, &name);
+}
+
+#[test]
+fn a_206_with_the_wrong_content_range_fails_and_lands_nothing() {
+    let layer = random_layer(5107, 4_000_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/badrange", &img);
+    proxy.reset_after(&blob(&layer), 1_500_000, 1);
+    proxy.bad_content_range(&blob(&layer), 10);
+
+    let out = pull(&dest, &name, &[]).expect(1);
+    let error = out.stderr.trim_end().lines().last().unwrap_or("");
+    assert!(error.contains("Content-Range"), "{}", out.stderr);
+    assert!(error.contains(&layer.digest), "{}", out.stderr);
+    assert_nothing_landed(&dest, &layer.digest, &name);
+}
+
+#[test]
+fn a_404_on_a_blob_is_final() {
+    let layer = random_layer(5108, 200_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/gone", &img);
+    proxy.fail_first(&blob(&layer), 404, None, 10);
+
+    let out = pull(&dest, &name, &[]).expect(4);
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 1, "{}", out.stderr);
+    assert!(retry_lines(&out.stderr).is_empty(), "{}", out.stderr);
+    assert!(out.stderr.contains(&layer.digest), "{}", out.stderr);
+    assert_nothing_landed(&dest, &layer.digest, &name);
+}
+
+#[test]
+fn a_reset_mid_manifest_is_retried() {
+    // SPEC: connection resets and truncated bodies are transient. The manifest's body is read
+    // after `with_retries` has returned the response, so its failure is final.
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(5109, 1000)],
+    );
+    let (proxy, name, dest) = setup("resilience/manifest-reset", &img);
+    proxy.reset_after("/manifests/", 10, 1);
+
+    let out = pull(&dest, &name, &[]).expect(0);
+    assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
+    assert_eq!(proxy.requests("GET", "/manifests/"), 2);
+}
+
+#[test]
+fn a_503_on_the_v2_probe_is_retried() {
+    // SPEC: 5xx is transient. The HTTP probe's 503 is dropped in favour of the HTTPS probe's
+    // TLS error ("received corrupt message"), which is final.
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(5110, 1000)],
+    );
+    let (proxy, name, dest) = setup("resilience/probe-503", &img);
+    proxy.fail_first("/v2/", 503, None, 1);
+
+    let out = pull(&dest, &name, &[]).expect(0);
+    assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_stream_that_keeps_moving_forward_is_not_given_up_on() {
+    // Regression (issue 5: finish whenever finishing is possible): the attempt count was not
+    // reset by progress, so six resets in a row, each 300 kB further on, failed a pull that
+    // was getting there with the default 5 attempts.
+    let layer = random_layer(5109, 3_000_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/flaky", &img);
+    proxy.reset_after(&blob(&layer), 300_000, 6);
+    let out = pull(&dest, &name, &[]).expect(0);
+    assert_eq!(retry_lines(&out.stderr).len(), 6, "{}", out.stderr);
+    assert_landed_intact(&dest, &layer);
+}
