@@ -225,16 +225,16 @@ fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {
 }
 
 fn cmd_images(a: ImagesArgs) -> Result<u8, Failure> {
-    let store = with_context(Store::open(&a.dest), || {
-        format!("opening store {}", a.dest.display())
+    let store = with_context(Store::open(&a.store.dest), || {
+        format!("opening store {}", a.store.dest.display())
     })?;
     let rows = match &store {
         Some(s) => with_context(output::image_rows(s), || {
-            format!("reading store {}", a.dest.display())
+            format!("reading store {}", a.store.dest.display())
         })?,
         None => vec![],
     };
-    let text = if a.json {
+    let text = if a.store.json {
         output::json_pretty(&rows)
     } else {
         output::images_table(&rows)
@@ -255,10 +255,10 @@ fn existing_store(dest: &std::path::Path) -> Result<Store, Failure> {
 
 fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
     let refs = parse_references(&a.references)?;
-    let store = existing_store(&a.dest)?;
+    let store = existing_store(&a.store.dest)?;
     let names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
     let removed = with_context(store.remove_entries(&names), || {
-        format!("updating {}", a.dest.join("index.json").display())
+        format!("updating {}", a.store.dest.join("index.json").display())
     })?;
     let mut code = error::SUCCESS;
     for n in &names {
@@ -270,7 +270,7 @@ fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
             code = error::NOT_FOUND;
         }
     }
-    let text = if a.json {
+    let text = if a.store.json {
         let rows: Vec<_> = removed
             .iter()
             .map(|d| serde_json::json!({ "reference": crate::store::ref_name(d), "digest": d.digest }))
@@ -287,11 +287,11 @@ fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
 }
 
 fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
-    let store = existing_store(&a.dest)?;
+    let store = existing_store(&a.store.dest)?;
     let report = with_context(crate::gc::gc(&store, a.dry_run), || {
-        format!("collecting store {}", a.dest.display())
+        format!("collecting store {}", a.store.dest.display())
     })?;
-    let text = if a.json {
+    let text = if a.store.json {
         output::json_pretty(&report)
     } else {
         let mut t = String::new();

@@ -38,35 +38,17 @@ pub struct RmArgs {
     /// References to remove, as pulled: [registry[:port]/]repository[:tag][@digest]
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,
-    /// The store
-    #[arg(
-        long,
-        env = "IMAGEC_DEST",
-        default_value = "./images",
-        value_name = "DIR"
-    )]
-    pub dest: PathBuf,
-    /// Machine-readable output on stdout
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// The store
-    #[arg(
-        long,
-        env = "IMAGEC_DEST",
-        default_value = "./images",
-        value_name = "DIR"
-    )]
-    pub dest: PathBuf,
     /// List what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Machine-readable output on stdout
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +80,13 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The options of the commands that only read or tidy the store.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
     /// The store
     #[arg(
         long,

@@ -27,10 +27,11 @@ fn filled_store(tag: &str) -> (PathBuf, String, String, Image, Image) {
         "amd64",
         vec![base, random_layer(1002, 3000)],
     );
-    push_image(&reg, "gc/a", tag, &a);
-    push_image(&reg, "gc/b", tag, &b);
+    // Repositories of their own per test: GET counts are per repository.
+    push_image(&reg, &format!("gc/{tag}-a"), "1", &a);
+    push_image(&reg, &format!("gc/{tag}-b"), "1", &b);
     let dest = world().temp_dir().join("store");
-    let (na, nb) = (format!("{reg}/gc/a:{tag}"), format!("{reg}/gc/b:{tag}"));
+    let (na, nb) = (format!("{reg}/gc/{tag}-a:1"), format!("{reg}/gc/{tag}-b:1"));
     pull(&dest, &na);
     pull(&dest, &nb);
     (dest, na, nb, a, b)
@@ -120,12 +121,12 @@ fn gc_deletes_what_no_reference_reaches_and_keeps_the_rest_readable() {
     // Pulling a again fetches only what gc took.
     let base_gets = world()
         .plain()
-        .count("GET", &format!("/gc/a/blobs/{}", a.layers[0].digest));
+        .count("GET", &format!("/gc/gc-a/blobs/{}", a.layers[0].digest));
     pull(&dest, &na);
     assert_eq!(
         world()
             .plain()
-            .count("GET", &format!("/gc/a/blobs/{}", a.layers[0].digest)),
+            .count("GET", &format!("/gc/gc-a/blobs/{}", a.layers[0].digest)),
         base_gets
     );
 }
