@@ -112,8 +112,9 @@ fn ctrl_c_stops_with_130_and_keeps_the_partial() {
     let mut child = spawn_pull(&dest, &name);
     wait_for_partial(&mut child, &dest, &layer);
     let start = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    // The shell's builtin kill: no dependency on procps being installed.
+    let kill = std::process::Command::new("sh")
+        .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
