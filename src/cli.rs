@@ -84,10 +84,10 @@ pub struct ImagesArgs {
     pub store: StoreArgs,
 }
 
-/// The options of the commands that only read or tidy the store.
-#[derive(Debug, Args)]
+/// Where the store is and whether to answer in JSON: every command has these.
+#[derive(Debug, Args, Clone)]
 pub struct StoreArgs {
-    /// The store
+    /// The store: an OCI image layout directory
     #[arg(
         long,
         env = "IMAGEC_DEST",
@@ -103,14 +103,8 @@ pub struct StoreArgs {
 /// Options shared by every command that talks to a registry.
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
-    /// The store: an OCI image layout directory
-    #[arg(
-        long,
-        env = "IMAGEC_DEST",
-        default_value = "./images",
-        value_name = "DIR"
-    )]
-    pub dest: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Platform to take from a multi-platform image: os/arch[/variant], or `all` [default: the host's]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
@@ -147,9 +141,6 @@ pub struct CommonArgs {
     /// No progress output; `pull` prints only the manifest digest of each reference
     #[arg(short, long)]
     pub quiet: bool,
-    /// Machine-readable result on stdout
-    #[arg(long)]
-    pub json: bool,
     /// Log each HTTP request and decision to stderr (never a secret)
     #[arg(short, long)]
     pub verbose: bool,

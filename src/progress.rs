@@ -139,9 +139,6 @@ impl Reporter for PlainReporter {
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         eprint_line(&retry_line(what, attempt, delay, error));
     }
-    fn warn(&self, message: &str) {
-        eprint_line(&format!("warning: {message}"));
-    }
     fn verbose(&self, message: &str) {
         if self.verbose {
             eprint_line(message);
@@ -286,9 +283,6 @@ impl Reporter for BarReporter {
     }
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         self.line(&retry_line(what, attempt, delay, error));
-    }
-    fn warn(&self, message: &str) {
-        self.line(&format!("warning: {message}"));
     }
     fn verbose(&self, message: &str) {
         if self.verbose {

@@ -23,8 +23,6 @@ pub trait Reporter: Send + Sync {
     fn blob_skipped(&self, _digest: &Digest, _size: u64) {}
     /// A transient failure; the operation will be tried again after `delay`.
     fn retrying(&self, _what: &str, _attempt: u32, _delay: Duration, _error: &str) {}
-    /// Something the user should know that is not an error.
-    fn warn(&self, _message: &str) {}
     /// `-v`: one line per HTTP request and decision. Never called with a secret.
     fn verbose(&self, _message: &str) {}
     /// Whether `verbose` lines are wanted (saves formatting them otherwise).

@@ -58,7 +58,7 @@ impl Settings {
     /// `registries`: the registries the command's references name (`-u` credentials are for
     /// exactly one of them).
     pub fn from_args(a: &CommonArgs, registries: &[&str]) -> Result<Settings, UsageError> {
-        if a.json && a.quiet {
+        if a.store.json && a.quiet {
             return Err(UsageError::JsonQuiet);
         }
         let platform = match &a.platform {
@@ -71,14 +71,14 @@ impl Settings {
             }
         }
         Ok(Settings {
-            dest: a.dest.clone(),
+            dest: a.store.dest.clone(),
             platform,
             jobs: a.jobs as usize,
             format: match a.format {
                 FormatArg::Oci => Format::Oci,
                 FormatArg::Preserve => Format::Preserve,
             },
-            output: if a.json {
+            output: if a.store.json {
                 OutputMode::Json
             } else if a.quiet {
                 OutputMode::Quiet

@@ -253,7 +253,7 @@ impl Registry {
         })?;
         if self.reporter.is_verbose() {
             self.reporter.verbose(&format!(
-                "registry {host}: {} ({:?})",
+                "registry {host}: {} ({})",
                 ep.base,
                 match &ep.scheme {
                     auth::Scheme::Anonymous => "no authentication".to_string(),

@@ -54,17 +54,7 @@ fn forward(upstream: &str, mode: Mode, req: &Request) -> Response {
     if manifest && mode == Mode::Schema1Accept {
         headers.push(("Accept".into(), schema1::SIGNED.into()));
     }
-    let result = match req.method.as_str() {
-        "HEAD" => headers
-            .iter()
-            .fold(agent.head(&url), |r, (n, v)| r.header(n, v))
-            .call(),
-        _ => headers
-            .iter()
-            .fold(agent.get(&url), |r, (n, v)| r.header(n, v))
-            .call(),
-    };
-    let mut resp = match result {
+    let mut resp = match call_upstream(&agent, &req.method, &url, &headers) {
         Ok(r) => r,
         Err(e) => return httpd::error_response(502, "UPSTREAM", &e.to_string()),
     };
@@ -167,17 +157,9 @@ pub fn start_stalling(
                 let ranged = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("range"));
                 let url = format!("http://{upstream}{target}");
                 let agent = client::agent();
-                let req = match method {
-                    "HEAD" => headers
-                        .iter()
-                        .fold(agent.head(&url), |r, (n, v)| r.header(n, v))
-                        .call(),
-                    _ => headers
-                        .iter()
-                        .fold(agent.get(&url), |r, (n, v)| r.header(n, v))
-                        .call(),
+                let Ok(mut resp) = call_upstream(&agent, method, &url, &headers) else {
+                    return;
                 };
-                let Ok(mut resp) = req else { return };
                 let body = if method == "HEAD" {
                     Vec::new()
                 } else {
@@ -217,4 +199,23 @@ pub fn start_stalling(
         }
     });
     (addr, sent)
+}
+
+/// Send `method` (HEAD, else GET) to `url` with `headers`.
+fn call_upstream(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    match method {
+        "HEAD" => headers
+            .iter()
+            .fold(agent.head(url), |r, (n, v)| r.header(n, v))
+            .call(),
+        _ => headers
+            .iter()
+            .fold(agent.get(url), |r, (n, v)| r.header(n, v))
+            .call(),
+    }
 }
