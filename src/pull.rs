@@ -106,6 +106,11 @@ pub fn pull(
         .into_iter()
         .map(|f| (f.digest, (f.bytes_received, f.result)))
         .collect();
+    // Layer diff_ids computed during the transfer (schema1 configs are made from them).
+    let diff_ids: HashMap<Digest, (Digest, bool)> = outcome
+        .iter()
+        .filter_map(|(d, (_, r))| Some((d.clone(), r.as_ref().ok()?.clone()?)))
+        .collect();
 
     resolved
         .into_iter()
@@ -128,10 +133,6 @@ pub fn pull(
                     .filter(|(d, _)| owner.get(*d) == Some(&i))
                     .map(|(_, (n, _))| *n)
                     .sum();
-                let diff_ids: HashMap<Digest, (Digest, bool)> = outcome
-                    .iter()
-                    .filter_map(|(d, (_, r))| Some((d.clone(), r.as_ref().ok()?.clone()?)))
-                    .collect();
                 let stored = store_reference(store, &res, opts, &diff_ids)?;
                 Ok(report(store, &res, stored, &cached, opts, bytes, start))
             });
