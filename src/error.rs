@@ -1,14 +1,14 @@
 //! The top-level error of a command and the one function that maps errors to the documented
 //! exit codes (SPEC: Exit codes).
 
-use crate::credentials::CredentialError;
+use crate::cli::settings::UsageError;
 use crate::manifest::ManifestError;
+use crate::pull::resolve::ResolveError;
+use crate::pull::transfer::TransferError;
 use crate::pull::PullError;
+use crate::registry::credentials::CredentialError;
 use crate::registry::{http::TlsSetupError, ClientError, RegistryError};
-use crate::resolve::ResolveError;
-use crate::settings::UsageError;
 use crate::store::StoreError;
-use crate::transfer::TransferError;
 
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;

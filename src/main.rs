@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match imagec::cli::Cli::try_parse() {
+    let cli = match imagec::cli::args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -17,5 +17,5 @@ fn main() -> ExitCode {
             });
         }
     };
-    ExitCode::from(imagec::app::run(cli))
+    ExitCode::from(imagec::cli::run(cli))
 }

@@ -13,6 +13,9 @@ use crate::digest::Digest;
 use crate::platform::{Platform, PlatformChoice};
 use media::Kind;
 
+/// SPEC: "Cap manifest size (4 MiB)": what a registry serves, and what the store reads back.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
 /// A content descriptor (image-spec `descriptor.md`). Fields we do not model are kept in
 /// `extra` so a rewritten document loses nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::challenge::{self, Challenge};
 use super::errors::{ErrorBody, RegistryError};
 use super::http::{header, Http, Method};
-use crate::credentials::{Credentials, Secret};
+use crate::registry::credentials::{Credentials, Secret};
 
 /// How a registry wants to be spoken to, learned from its `/v2/` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +59,14 @@ impl Endpoint {
         let scheme = match status {
             200..=299 => Scheme::Anonymous,
             401 => scheme_from(&challenges(&resp), host)?,
-            s if crate::retry::status_is_transient(s) => {
+            s if crate::registry::retry::status_is_transient(s) => {
                 return Err(RegistryError::Status {
                     method: "GET",
                     url,
                     status,
                     body: ErrorBody::default(),
                     retry_after: header(&resp, "retry-after")
-                        .and_then(crate::retry::parse_retry_after),
+                        .and_then(crate::registry::retry::parse_retry_after),
                 })
             }
             _ => {

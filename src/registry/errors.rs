@@ -180,12 +180,18 @@ impl RegistryError {
     /// Worth another attempt? (SPEC: transient failures; each rule lives in `crate::retry`.)
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Transport { source, .. } => crate::retry::ureq_is_transient(source),
-            RegistryError::Body { source, .. } => crate::retry::body_error_is_transient(source),
-            RegistryError::Status { status, .. } => crate::retry::status_is_transient(*status),
+            RegistryError::Transport { source, .. } => {
+                crate::registry::retry::ureq_is_transient(source)
+            }
+            RegistryError::Body { source, .. } => {
+                crate::registry::retry::body_error_is_transient(source)
+            }
+            RegistryError::Status { status, .. } => {
+                crate::registry::retry::status_is_transient(*status)
+            }
             // The token server's 5xx is transient like the registry's.
             RegistryError::TokenRefused { status, .. } => {
-                crate::retry::status_is_transient(*status)
+                crate::registry::retry::status_is_transient(*status)
             }
             _ => false,
         }

@@ -10,7 +10,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Body;
 
 use super::errors::RegistryError;
-use crate::credentials::Secret;
+use crate::registry::credentials::Secret;
 use crate::report::Reporter;
 
 /// How the agent is built; resolved once from flags.

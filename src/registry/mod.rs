@@ -5,8 +5,10 @@
 
 pub mod auth;
 pub mod challenge;
+pub mod credentials;
 pub mod errors;
 pub mod http;
+pub mod retry;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -19,14 +21,13 @@ use ureq::Body;
 use self::auth::Endpoint;
 pub use self::errors::{ErrorBody, RegistryError};
 use self::http::{header, Http, Method};
-use crate::credentials::{CredentialError, CredentialSource};
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::manifest::{media, schema1};
 use crate::reference::Reference;
+use crate::registry::credentials::{CredentialError, CredentialSource};
 use crate::report::Reporter;
 
-/// SPEC: "Cap manifest size (4 MiB)".
-pub const MAX_MANIFEST: u64 = 4 << 20;
+pub use crate::manifest::MAX_MANIFEST;
 
 /// Everything the client needs, resolved once from flags and environment.
 #[derive(Debug, Clone)]
@@ -355,7 +356,7 @@ impl Registry {
                         status,
                         body,
                         retry_after: header(&resp, "retry-after")
-                            .and_then(crate::retry::parse_retry_after),
+                            .and_then(crate::registry::retry::parse_retry_after),
                     })
                 }
             }
@@ -374,7 +375,7 @@ impl Registry {
             match op() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() && attempt < attempts => {
-                    let delay = crate::retry::backoff(attempt, e.retry_after());
+                    let delay = crate::registry::retry::backoff(attempt, e.retry_after());
                     if let Some(deadline) = self.deadline {
                         if Instant::now() + delay >= deadline {
                             return Err(RegistryError::Deadline {
@@ -482,7 +483,7 @@ fn probe(
     http: &Http,
     host: &str,
     allow_http: bool,
-    credentials: Option<crate::credentials::Credentials>,
+    credentials: Option<crate::registry::credentials::Credentials>,
 ) -> Result<Endpoint, RegistryError> {
     let https = Endpoint::probe(http, host, format!("https://{host}"), credentials.clone());
     match https {
@@ -491,7 +492,7 @@ fn probe(
         // server, say) is worth trying as HTTP: when nothing answered at this host and port,
         // HTTP would wait out the same connect timeout again.
         Err(RegistryError::Transport { ref source, .. })
-            if crate::retry::never_connected(source) =>
+            if crate::registry::retry::never_connected(source) =>
         {
             https
         }

@@ -2,17 +2,20 @@
 //! once, whichever image or platform shares it), then store manifests and index entries in
 //! the order `store` documents: blobs, then manifests, then the index entry.
 
+pub mod resolve;
+pub mod transfer;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use crate::digest::Digest;
 use crate::manifest::{self, media, media::Kind, Descriptor, ImageConfig, ImageManifest};
 use crate::platform::PlatformChoice;
+use crate::pull::resolve::{resolve, Content, ResolveError, Resolved, ResolvedImage};
+use crate::pull::transfer::{fetch_all, BlobJob, TransferError};
 use crate::reference::Reference;
 use crate::registry::Registry;
-use crate::resolve::{resolve, Content, ResolveError, Resolved, ResolvedImage};
 use crate::store::{Store, StoreError, REF_NAME, SOURCE_DIGEST, SOURCE_MEDIA_TYPE};
-use crate::transfer::{fetch_all, BlobJob, TransferError};
 
 /// How manifests are stored (SPEC: `--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

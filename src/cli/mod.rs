@@ -1,20 +1,28 @@
-//! The commands: each builds its settings, reporter, registry client and store, runs the
-//! library, writes data to stdout, and returns the exit code. Errors are printed here, once,
+//! The command layer: `args` (clap), `settings` (resolved once), `render` (tables and JSON),
+//! `progress` (reporters). Each command below builds its settings, reporter, registry client
+//! and store, runs the library, writes data to stdout, and returns the exit code. Errors are printed here, once,
 //! with the reference they concern (STYLE: Errors and exit codes).
+
+pub mod args;
+pub mod progress;
+pub mod render;
+pub mod settings;
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, GcArgs, ImagesArgs, InspectArgs, PullArgs, RemoteArgs, RmArgs};
+use crate::cli::args::{
+    Cli, Command, GcArgs, ImagesArgs, InspectArgs, PullArgs, RemoteArgs, RmArgs,
+};
+use crate::cli::progress::{BarReporter, PlainReporter, QuietReporter};
+use crate::cli::render as output;
+use crate::cli::settings::{parse_references, OutputMode, Settings};
 use crate::error::{self, Error};
-use crate::output;
 use crate::platform::PlatformChoice;
-use crate::progress::{BarReporter, PlainReporter, QuietReporter};
+use crate::pull::resolve::resolve;
 use crate::pull::{pull, PullOptions};
 use crate::registry::Registry;
 use crate::report::Reporter;
-use crate::resolve::resolve;
-use crate::settings::{parse_references, OutputMode, Settings};
 use crate::store::Store;
 
 /// Run a parsed command line; returns the process exit code.
@@ -167,7 +175,15 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
 fn resolve_remote(
     a: &RemoteArgs,
     from_store: bool,
-) -> Result<(Settings, Registry, Option<Store>, crate::resolve::Resolved), Failure> {
+) -> Result<
+    (
+        Settings,
+        Registry,
+        Option<Store>,
+        crate::pull::resolve::Resolved,
+    ),
+    Failure,
+> {
     let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
     let settings = Settings::from_args(&a.common, &[reference.registry()])?;
     if settings.platform == PlatformChoice::All {
@@ -288,7 +304,7 @@ fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
 
 fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
     let store = existing_store(&a.store.dest)?;
-    let report = with_context(crate::gc::gc(&store, a.dry_run), || {
+    let report = with_context(crate::store::gc::gc(&store, a.dry_run), || {
         format!("collecting store {}", a.store.dest.display())
     })?;
     let text = if a.store.json {
@@ -299,14 +315,14 @@ fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
             t.push_str(&format!(
                 "{} {}\n",
                 b.digest,
-                crate::progress::human_size(b.size)
+                crate::cli::progress::human_size(b.size)
             ));
         }
         for f in &report.files {
             t.push_str(&format!(
                 "{} {}\n",
                 f.path.display(),
-                crate::progress::human_size(f.size)
+                crate::cli::progress::human_size(f.size)
             ));
         }
         t
@@ -318,7 +334,7 @@ fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
         if a.dry_run { "would free" } else { "freed" },
         report.blobs.len(),
         report.files.len(),
-        crate::progress::human_size(report.bytes_freed)
+        crate::cli::progress::human_size(report.bytes_freed)
     );
     Ok(error::SUCCESS)
 }

@@ -11,6 +11,8 @@
 //! are missing, whatever happens to the process: 1. layer and config blobs, 2. manifests
 //! (children before the index that names them), 3. the `index.json` entry.
 
+pub mod gc;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};

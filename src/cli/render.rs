@@ -3,15 +3,15 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::diffid;
+use crate::cli::progress::human_size;
 use crate::digest::Digest;
+use crate::layer::diffid;
 use crate::manifest::{self, media, Descriptor, ImageConfig, ImageManifest, Manifest};
-use crate::progress::human_size;
+use crate::pull::resolve::{Content, Resolved};
+use crate::pull::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 use crate::pull::PullReport;
 use crate::registry::Registry;
-use crate::resolve::{Content, Resolved};
 use crate::store::{self, Store, StoreError};
-use crate::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 
 pub fn json_line<T: Serialize>(v: &T) -> String {
     format!("{}\n", serde_json::to_string(v).unwrap_or_default())
@@ -221,7 +221,7 @@ pub fn image_rows(store: &Store) -> Result<Vec<ImageRow>, StoreError> {
         };
         count(&e.digest, e.size, &mut size);
         let mut images: Vec<(ImageManifest, Option<String>)> = Vec::new();
-        if let Some(bytes) = store.read_blob(&e.digest, crate::registry::MAX_MANIFEST)? {
+        if let Some(bytes) = store.read_blob(&e.digest, crate::manifest::MAX_MANIFEST)? {
             match Manifest::parse(&e.media_type, &bytes, &e.digest) {
                 Ok(Manifest::Image(_, m)) => {
                     images.push((*m, e.platform.as_ref().map(|p| p.to_string())))
@@ -231,7 +231,7 @@ pub fn image_rows(store: &Store) -> Result<Vec<ImageRow>, StoreError> {
                     for child in index.manifests {
                         count(&child.digest, child.size, &mut size);
                         if let Some(b) =
-                            store.read_blob(&child.digest, crate::registry::MAX_MANIFEST)?
+                            store.read_blob(&child.digest, crate::manifest::MAX_MANIFEST)?
                         {
                             if let Ok(Manifest::Image(_, m)) =
                                 Manifest::parse(&child.media_type, &b, &child.digest)

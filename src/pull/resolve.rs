@@ -12,10 +12,10 @@ use crate::manifest::{
     media, media::Kind, Descriptor, ImageConfig, ImageManifest, Index, Manifest, ManifestError,
 };
 use crate::platform::{Platform, PlatformChoice};
+use crate::pull::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 use crate::reference::Reference;
 use crate::registry::{ClientError, RawManifest, Registry, RegistryError, MAX_MANIFEST};
 use crate::store::{Store, StoreError};
-use crate::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {

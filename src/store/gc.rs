@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::manifest::Manifest;
-use crate::registry::MAX_MANIFEST;
+use crate::manifest::MAX_MANIFEST;
 use crate::store::{Store, StoreError, SOURCE_DIGEST};
 
 /// A partial download untouched for this long is taken as abandoned.

@@ -5,11 +5,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{CommonArgs, FormatArg};
-use crate::credentials::{CredentialSource, Credentials, Secret};
+use crate::cli::args::{CommonArgs, FormatArg};
 use crate::platform::{Platform, PlatformChoice, PlatformError};
 use crate::pull::Format;
 use crate::reference::{Reference, ReferenceError};
+use crate::registry::credentials::{CredentialSource, Credentials, Secret};
 use crate::registry::{http::HttpSettings, RegistrySettings};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::diffid::{self, DiffId};
 use crate::digest::{Digest, Hasher, HashingReader};
+use crate::layer::diffid::{self, DiffId};
 use crate::manifest::Descriptor;
 use crate::reference::Reference;
 use crate::registry::{ClientError, Registry, RegistryError};
@@ -278,7 +278,7 @@ fn download(
                 if !err.is_transient() || attempt >= registry.attempts() {
                     return Err(ClientError::from(err).into());
                 }
-                let delay = crate::retry::backoff(attempt, None);
+                let delay = crate::registry::retry::backoff(attempt, None);
                 reporter.retrying(
                     &format!("{} from byte {}", d.digest.short(), hasher.count()),
                     attempt,
