@@ -8,6 +8,7 @@ use crate::pull::transfer::TransferError;
 use crate::pull::PullError;
 use crate::registry::credentials::CredentialError;
 use crate::registry::{http::TlsSetupError, ClientError, RegistryError};
+use crate::store::gc::GcError;
 use crate::store::StoreError;
 
 pub const SUCCESS: u8 = 0;
@@ -32,6 +33,8 @@ pub enum Error {
     Transfer(#[from] TransferError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Gc(#[from] GcError),
     #[error("{0} is not in the store")]
     NotInStore(String),
     #[error("no store at {0}")]
@@ -42,7 +45,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Unsupported(_) => USAGE,
-            Error::Tls(_) | Error::Store(_) => FAILURE,
+            Error::Tls(_) | Error::Store(_) | Error::Gc(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
             Error::Pull(PullError::Transfer(e)) | Error::Transfer(e) => transfer_code(e),

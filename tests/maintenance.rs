@@ -200,3 +200,146 @@ fn gc_removes_partials_of_blobs_already_in_place_and_keeps_live_ones() {
     );
     entry(&dest, &nb);
 }
+
+/// One image pulled into a store of its own; returns the store, the name and the image.
+fn single_store(tag: &str) -> (PathBuf, String, Image) {
+    let reg = world().plain().host();
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(1020 + tag.len() as u64, 4000)],
+    );
+    push_image(&reg, &format!("gc/{tag}"), "1", &img);
+    let dest = world().temp_dir().join("store");
+    let name = format!("{reg}/gc/{tag}:1");
+    pull(&dest, &name);
+    (dest, name, img)
+}
+
+/// Rewrite the index entry named `name` with `edit` (as another tool writing the layout would).
+fn edit_entry(dest: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut idx = index(dest);
+    let e = idx["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap();
+    edit(e);
+    std::fs::write(dest.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+}
+
+fn gc_dry_run(dest: &Path) -> Vec<String> {
+    let out = run(imagec()
+        .args(["gc", "--dry-run", "--json", "--dest"])
+        .arg(dest))
+    .expect(0);
+    out.json()["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn gc_keeps_what_an_entry_with_a_sha512_digest_reaches() {
+    // Regression: entries whose digest was not sha256 were dropped from the walk, so gc
+    // offered to free that image's manifest, config and layers ("would free 5 blobs").
+    use sha2::Digest as _;
+    let (dest, name, img) = single_store("sha512");
+    let manifest_digest = entry(&dest, &name)["digest"].as_str().unwrap().to_string();
+    let bytes = std::fs::read(blob_path(&dest, &manifest_digest)).unwrap();
+    let hex: String = sha2::Sha512::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::create_dir_all(dest.join("blobs/sha512")).unwrap();
+    std::fs::write(dest.join("blobs/sha512").join(&hex), &bytes).unwrap();
+    edit_entry(&dest, &name, |e| {
+        e["digest"] = format!("sha512:{hex}").into();
+        e["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("dev.imagec.source.digest");
+    });
+    let freed = gc_dry_run(&dest);
+    for d in [&img.config.digest, &img.layers[0].digest] {
+        assert!(!freed.contains(d), "gc would free {d}: {freed:?}");
+    }
+    assert!(!freed.iter().any(|d| d.starts_with("sha512:")), "{freed:?}");
+    // The sha256 copy of the manifest and the served one are no longer named by anything.
+    assert_eq!(freed.len(), 2, "{freed:?}");
+    let out = run(imagec().args(["images", "--json", "--dest"]).arg(&dest)).expect(0);
+    assert_eq!(out.json()[0]["digest"], format!("sha512:{hex}").as_str());
+    assert_eq!(
+        out.json()[0]["platforms"],
+        serde_json::json!(["linux/amd64"])
+    );
+    run(imagec().args(["gc", "--dest"]).arg(&dest)).expect(0);
+    assert!(dest.join("blobs/sha512").join(&hex).exists());
+    assert!(blobs(&dest).contains(&img.layers[0].digest));
+}
+
+#[test]
+fn gc_keeps_what_an_entry_with_a_partial_platform_reaches() {
+    // Regression: an entry whose `platform` lacks `architecture` did not deserialise, so
+    // `images` showed an empty table and gc offered to free everything it reached.
+    let (dest, name, img) = single_store("partial-platform");
+    edit_entry(&dest, &name, |e| {
+        e["platform"] = serde_json::json!({ "os": "linux" });
+    });
+    let out = run(imagec().args(["images", "--json", "--dest"]).arg(&dest)).expect(0);
+    let rows = out.json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["reference"], name.as_str());
+    // The config says what the entry leaves out.
+    assert_eq!(rows[0]["platforms"], serde_json::json!(["linux/amd64"]));
+    assert_eq!(gc_dry_run(&dest), Vec::<String>::new());
+    run(imagec().args(["gc", "--dest"]).arg(&dest)).expect(0);
+    assert!(blobs(&dest).contains(&img.layers[0].digest));
+}
+
+#[test]
+fn gc_stops_on_an_entry_it_cannot_read_unless_forced() {
+    let (dest, name, img) = single_store("unreadable");
+    // An entry that names a layer as if it were a manifest: the walk cannot read it.
+    let odd = format!("{}/gc/odd:1", world().plain().host());
+    let mut idx = index(&dest);
+    idx["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": img.layers[0].digest,
+            "size": img.layers[0].data.len(),
+            "annotations": { "org.opencontainers.image.ref.name": odd },
+        }));
+    std::fs::write(dest.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    run(imagec().args(["rm", "--dest"]).arg(&dest).arg(&name)).expect(0);
+    let before = blobs(&dest);
+
+    for args in [&["gc"][..], &["gc", "--dry-run"], &["gc", "--json"]] {
+        let out = run(imagec().args(args).arg("--dest").arg(&dest)).expect(1);
+        assert!(out.stderr.contains(&odd), "{}", out.stderr);
+        assert!(out.stderr.contains("--force"), "{}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert_eq!(blobs(&dest), before, "{args:?} deleted something");
+    }
+    // `images` lists it, with a warning on stderr.
+    let out = run(imagec().args(["images", "--json", "--dest"]).arg(&dest)).expect(0);
+    assert_eq!(out.json()[0]["reference"], odd.as_str());
+    assert!(
+        out.stderr.contains("warning") && out.stderr.contains(&odd),
+        "{}",
+        out.stderr
+    );
+
+    // --force collects the rest and keeps what the entry names.
+    let out = run(imagec().args(["gc", "--force", "--dest"]).arg(&dest)).expect(0);
+    assert!(out.stderr.contains("warning"), "{}", out.stderr);
+    let after = blobs(&dest);
+    assert!(after.contains(&img.layers[0].digest));
+    assert!(!after.contains(&img.config.digest), "{after:?}");
+}

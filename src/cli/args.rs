@@ -47,6 +47,9 @@ pub struct GcArgs {
     /// List what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Collect even when an entry cannot be fully read (everything it reaches is kept)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -244,12 +244,21 @@ fn cmd_images(a: ImagesArgs) -> Result<u8, Failure> {
     let store = with_context(Store::open(&a.store.dest), || {
         format!("opening store {}", a.store.dest.display())
     })?;
-    let rows = match &store {
-        Some(s) => with_context(output::image_rows(s), || {
-            format!("reading store {}", a.store.dest.display())
-        })?,
-        None => vec![],
-    };
+    let mut rows = Vec::new();
+    if let Some(s) = &store {
+        let read = || format!("reading store {}", a.store.dest.display());
+        for entry in with_context(s.raw_entries(), read)? {
+            rows.push(with_context(s.summary(&entry), read)?);
+        }
+    }
+    // Listed with what could be read, and said on stderr: a script reading stdout still gets
+    // every entry, a person sees what is wrong.
+    for r in &rows {
+        for w in &r.warnings {
+            let name = r.reference.as_deref().unwrap_or("an entry without a name");
+            let _ = writeln!(io::stderr(), "imagec: warning: {name}: {w}");
+        }
+    }
     let text = if a.store.json {
         output::json_pretty(&rows)
     } else {
@@ -304,9 +313,17 @@ fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
 
 fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
     let store = existing_store(&a.store.dest)?;
-    let report = with_context(crate::store::gc::gc(&store, a.dry_run), || {
+    let report = with_context(crate::store::gc::gc(&store, a.dry_run, a.force), || {
         format!("collecting store {}", a.store.dest.display())
     })?;
+    for w in &report.warnings {
+        let _ = writeln!(
+            io::stderr(),
+            "imagec: warning: {}: {} (--force: keeping what it reaches)",
+            w.entry,
+            w.problem
+        );
+    }
     let text = if a.store.json {
         output::json_pretty(&report)
     } else {

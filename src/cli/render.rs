@@ -6,12 +6,13 @@ use serde_json::{json, Value};
 use crate::cli::progress::human_size;
 use crate::digest::Digest;
 use crate::layer::diffid;
-use crate::manifest::{self, media, Descriptor, ImageConfig, ImageManifest, Manifest};
+use crate::manifest::{self, media, Descriptor, ImageConfig};
 use crate::pull::resolve::{Content, Resolved};
 use crate::pull::transfer::{read_small_blob, TransferError, MAX_CONFIG};
 use crate::pull::PullReport;
 use crate::registry::Registry;
-use crate::store::{self, Store, StoreError};
+use crate::store::walk::EntrySummary;
+use crate::store::Store;
 
 pub fn json_line<T: Serialize>(v: &T) -> String {
     format!("{}\n", serde_json::to_string(v).unwrap_or_default())
@@ -193,85 +194,7 @@ pub fn inspect_doc(
     Ok(doc)
 }
 
-/// One row of `images`.
-#[derive(Debug, Serialize)]
-pub struct ImageRow {
-    pub reference: String,
-    pub digest: Digest,
-    pub media_type: String,
-    pub source_digest: Option<String>,
-    pub platforms: Vec<String>,
-    /// Bytes of the manifests, configs and layers the entry reaches, each counted once.
-    pub size: u64,
-}
-
-pub fn image_rows(store: &Store) -> Result<Vec<ImageRow>, StoreError> {
-    let mut rows = Vec::new();
-    for e in store.entries()? {
-        let Some(name) = store::ref_name(&e) else {
-            continue;
-        };
-        let mut platforms = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut size = 0;
-        let mut count = |d: &Digest, n: u64, size: &mut u64| {
-            if seen.insert(d.clone()) {
-                *size += n;
-            }
-        };
-        count(&e.digest, e.size, &mut size);
-        let mut images: Vec<(ImageManifest, Option<String>)> = Vec::new();
-        if let Some(bytes) = store.read_blob(&e.digest, crate::manifest::MAX_MANIFEST)? {
-            match Manifest::parse(&e.media_type, &bytes, &e.digest) {
-                Ok(Manifest::Image(_, m)) => {
-                    images.push((*m, e.platform.as_ref().map(|p| p.to_string())))
-                }
-                Ok(Manifest::Schema1(_)) | Err(_) => {}
-                Ok(Manifest::Index(_, index)) => {
-                    for child in index.manifests {
-                        count(&child.digest, child.size, &mut size);
-                        if let Some(b) =
-                            store.read_blob(&child.digest, crate::manifest::MAX_MANIFEST)?
-                        {
-                            if let Ok(Manifest::Image(_, m)) =
-                                Manifest::parse(&child.media_type, &b, &child.digest)
-                            {
-                                images.push((*m, child.platform.as_ref().map(|p| p.to_string())));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for (m, platform) in images {
-            for d in std::iter::once(&m.config).chain(m.layers.iter()) {
-                count(&d.digest, d.size, &mut size);
-            }
-            let platform = platform.or_else(|| {
-                let b = store.read_blob(&m.config.digest, MAX_CONFIG).ok()??;
-                ImageConfig::parse(&b, &m.config.digest)
-                    .ok()?
-                    .platform()
-                    .map(|p| p.to_string())
-            });
-            platforms.extend(platform);
-        }
-        rows.push(ImageRow {
-            reference: name.to_string(),
-            digest: e.digest.clone(),
-            media_type: e.media_type.clone(),
-            source_digest: e
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(store::SOURCE_DIGEST).cloned()),
-            platforms,
-            size,
-        });
-    }
-    Ok(rows)
-}
-
-pub fn images_table(rows: &[ImageRow]) -> String {
+pub fn images_table(rows: &[EntrySummary]) -> String {
     let mut table = vec![vec![
         "REFERENCE".to_string(),
         "DIGEST".to_string(),
@@ -279,9 +202,14 @@ pub fn images_table(rows: &[ImageRow]) -> String {
         "SIZE".to_string(),
     ]];
     for r in rows {
+        let digest = r.digest.as_deref().unwrap_or("-");
+        let short = match digest.split_once(':') {
+            Some((alg, hex)) => format!("{alg}:{}", hex.get(..12).unwrap_or(hex)),
+            None => digest.to_string(),
+        };
         table.push(vec![
-            r.reference.clone(),
-            format!("sha256:{}", r.digest.short()),
+            r.reference.clone().unwrap_or_else(|| "-".to_string()),
+            short,
             if r.platforms.is_empty() {
                 "-".to_string()
             } else {

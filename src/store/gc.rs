@@ -1,16 +1,15 @@
 //! Store maintenance: `gc` deletes the blobs no index entry reaches, and private files no pull
-//! will use. Reachability starts at every entry of `index.json` (its manifest, and the manifest
-//! the registry served, `dev.imagec.source.digest`) and follows indexes to their manifests and
-//! manifests to their config and layers; schema1 payloads to their layers.
+//! will use. Reachability is the store walk (`walk.rs`) from every entry of `index.json`, read
+//! raw. gc fails closed: an entry or manifest the walk cannot fully read stops it before it
+//! deletes anything, naming the entry; `--force` goes on, keeping everything the walk could
+//! reach from that entry (SPEC: Commands).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::digest::Digest;
-use crate::manifest::Manifest;
-use crate::manifest::MAX_MANIFEST;
-use crate::store::{Store, StoreError, SOURCE_DIGEST};
+use super::walk::{BlobName, Problem};
+use super::{Store, StoreError};
 
 /// A partial download untouched for this long is taken as abandoned.
 pub const STALE_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -19,6 +18,8 @@ pub const STALE_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, serde::Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// What could not be read (only with `--force`; without it gc stops instead).
+    pub warnings: Vec<EntryProblem>,
     pub blobs: Vec<FreedBlob>,
     pub files: Vec<FreedFile>,
     pub bytes_freed: u64,
@@ -26,7 +27,7 @@ pub struct GcReport {
 
 #[derive(Debug, serde::Serialize)]
 pub struct FreedBlob {
-    pub digest: Digest,
+    pub digest: BlobName,
     pub size: u64,
 }
 
@@ -36,71 +37,57 @@ pub struct FreedFile {
     pub size: u64,
 }
 
-/// How far to follow a blob.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Follow {
-    /// A manifest or index an entry uses: follow it to everything it names.
-    All,
-    /// The manifest the registry served for an entry: keep it, and for a list or index keep
-    /// the child manifests it names (the served bytes of the platform pulled), but not their
-    /// layers: the entry's own manifest reaches the layers it uses, and a list's other
-    /// platforms are not part of a single-platform pull.
-    Source,
-    /// Keep the blob; do not open it.
-    Blob,
+/// A problem of one entry, named.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EntryProblem {
+    pub entry: String,
+    pub problem: Problem,
 }
 
-/// Every blob some index entry reaches.
-pub fn reachable(store: &Store) -> Result<HashSet<Digest>, StoreError> {
-    let mut seen = HashSet::new();
-    let mut todo: Vec<(Digest, Follow)> = Vec::new();
-    for e in store.entries()? {
-        todo.push((e.digest.clone(), Follow::All));
-        if let Some(source) = e
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SOURCE_DIGEST))
-            .and_then(|s| s.parse().ok())
-        {
-            todo.push((source, Follow::Source));
-        }
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "entry {entry} cannot be fully read ({problem}){}; nothing was deleted (--force collects anyway, keeping every blob it can reach from that entry)",
+        if *more > 0 { format!(", and {more} more problems") } else { String::new() }
+    )]
+    Unreadable {
+        entry: String,
+        problem: Problem,
+        more: usize,
+    },
+}
+
+/// Every blob some index entry reaches, and what the walk could not read.
+pub fn reachable(store: &Store) -> Result<(HashSet<BlobName>, Vec<EntryProblem>), StoreError> {
+    let mut keep = HashSet::new();
+    let mut problems = Vec::new();
+    for entry in store.raw_entries()? {
+        let reach = store.reach(&entry)?;
+        keep.extend(reach.blobs.into_keys());
+        problems.extend(reach.problems.into_iter().map(|problem| EntryProblem {
+            entry: entry.label(),
+            problem,
+        }));
     }
-    while let Some((d, follow)) = todo.pop() {
-        if !seen.insert(d.clone()) || follow == Follow::Blob {
-            continue;
-        }
-        let Some(bytes) = store.read_blob(&d, MAX_MANIFEST)? else {
-            continue;
-        };
-        match Manifest::parse("", &bytes, &d) {
-            Ok(Manifest::Image(_, m)) => {
-                todo.push((m.config.digest.clone(), Follow::Blob));
-                todo.extend(m.layers.iter().map(|l| (l.digest.clone(), Follow::Blob)));
-            }
-            Ok(Manifest::Index(_, i)) => {
-                let child = if follow == Follow::All {
-                    Follow::All
-                } else {
-                    Follow::Blob
-                };
-                todo.extend(i.manifests.iter().map(|c| (c.digest.clone(), child)));
-            }
-            Ok(Manifest::Schema1(s)) => {
-                todo.extend(s.fs_layers.iter().map(|l| (l.clone(), Follow::Blob)));
-            }
-            Err(_) => {}
-        }
-    }
-    Ok(seen)
+    Ok((keep, problems))
 }
 
 /// Collect the store. Holds the activity lock exclusively, so it waits for running pulls and
 /// pulls wait for it: a pull's blobs are never taken for garbage before its entry is written.
-pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport, StoreError> {
+pub fn gc(store: &Store, dry_run: bool, force: bool) -> Result<GcReport, GcError> {
     let _quiet = store.activity_lock(true)?;
-    let keep = reachable(store)?;
+    let (keep, warnings) = reachable(store)?;
+    if let (Some(first), false) = (warnings.first(), force) {
+        return Err(GcError::Unreadable {
+            entry: first.entry.clone(),
+            problem: first.problem.clone(),
+            more: warnings.len() - 1,
+        });
+    }
     let mut blobs: Vec<FreedBlob> = store
-        .all_blobs()?
+        .all_blob_files()?
         .into_iter()
         .filter(|(d, _)| !keep.contains(d))
         .map(|(digest, size)| FreedBlob { digest, size })
@@ -113,7 +100,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport, StoreError> {
         .collect();
     if !dry_run {
         for b in &blobs {
-            let path = store.blob_path(&b.digest);
+            let path = store.blob_path_of(&b.digest);
             std::fs::remove_file(&path).map_err(|source| StoreError::Io {
                 action: "removing",
                 path,
@@ -131,6 +118,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport, StoreError> {
         .sum();
     Ok(GcReport {
         dry_run,
+        warnings,
         blobs,
         files,
         bytes_freed,

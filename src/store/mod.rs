@@ -12,6 +12,7 @@
 //! (children before the index that names them), 3. the `index.json` entry.
 
 pub mod gc;
+pub mod walk;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -43,7 +44,10 @@ pub enum StoreError {
     NotALayout { path: PathBuf },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         action,
         path: path.to_path_buf(),
@@ -197,23 +201,6 @@ impl Store {
         Ok(removed)
     }
 
-    /// Every blob file under `blobs/sha256` with its size (files whose names are not digests
-    /// are not blobs and are left alone).
-    pub fn all_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
-        let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            let e = e.map_err(io_err("listing", &dir))?;
-            let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>()
-            else {
-                continue;
-            };
-            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push((d, len));
-        }
-        Ok(out)
-    }
-
     /// Files in the store's private directories that no pull will use: temp files, and
     /// partial downloads of blobs already in place or untouched for `older_than`.
     pub fn stale_files(
@@ -285,7 +272,8 @@ impl Store {
         let _ = fs::remove_file(self.partial_path(d));
     }
 
-    /// The entries of `index.json`, as stored (entries we cannot parse are skipped).
+    /// The entries of `index.json` that parse as descriptors we model. For anything that must
+    /// see every entry (listing, gc), use [`Store::raw_entries`].
     pub fn entries(&self) -> Result<Vec<Descriptor>, StoreError> {
         let index = self.read_index()?;
         Ok(index["manifests"]
@@ -352,7 +340,7 @@ impl Store {
         Ok(true)
     }
 
-    fn read_index(&self) -> Result<Value, StoreError> {
+    pub(crate) fn read_index(&self) -> Result<Value, StoreError> {
         let path = self.index_path();
         let bytes = match fs::read(&path) {
             Ok(b) => b,

@@ -228,7 +228,12 @@ fn scratch_root() -> &'static Path {
 
 /// The binary cargo built for the integration tests; from an example (the demo), the one
 /// beside the examples directory.
+/// `IMAGEC_TEST_BINARY` runs the suite against another build (an older commit's, to show that
+/// a regression test fails without its fix).
 fn imagec_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("IMAGEC_TEST_BINARY") {
+        return PathBuf::from(path);
+    }
     match option_env!("CARGO_BIN_EXE_imagec") {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()
