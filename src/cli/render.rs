@@ -5,10 +5,9 @@ use serde_json::{json, Value};
 
 use crate::cli::progress::human_size;
 use crate::digest::Digest;
-use crate::layer::diffid;
 use crate::manifest::{self, media, Descriptor, ImageConfig};
 use crate::pull::resolve::{Content, Resolved};
-use crate::pull::transfer::{read_small_blob, TransferError, MAX_CONFIG};
+use crate::pull::transfer::{read_small_blob, stored_diff_id, TransferError, MAX_CONFIG};
 use crate::pull::PullReport;
 use crate::registry::Registry;
 use crate::store::walk::EntrySummary;
@@ -78,7 +77,7 @@ pub fn layer_rows(
                 .collect())
         }
         Content::Schema1 { manifest, layers } => {
-            let ids = stored_diff_ids(store, layers);
+            let ids = stored_diff_ids(registry, store, layers);
             Ok(layers
                 .iter()
                 .zip(manifest.layers())
@@ -91,13 +90,17 @@ pub fn layer_rows(
 
 /// Schema1 layers' diff_ids, for the layers the store holds (a local pass over each); the
 /// others cannot be known without downloading them.
-fn stored_diff_ids(store: Option<&Store>, layers: &[Descriptor]) -> Vec<Option<Digest>> {
+fn stored_diff_ids(
+    registry: &Registry,
+    store: Option<&Store>,
+    layers: &[Descriptor],
+) -> Vec<Option<Digest>> {
     layers
         .iter()
         .map(|l| {
             let store = store?;
             store.has_blob(&l.digest, l.size).then_some(())?;
-            diffid::of_file(&store.blob_path(&l.digest), &l.digest)
+            stored_diff_id(store, &l.digest, registry.reporter().as_ref())
                 .ok()
                 .map(|(d, _)| d)
         })
@@ -160,7 +163,7 @@ pub fn inspect_doc(
             m.config.digest.clone(),
         ),
         Content::Schema1 { manifest, layers } => {
-            let bytes = manifest.config(&stored_diff_ids(store, layers));
+            let bytes = manifest.config(&stored_diff_ids(registry, store, layers));
             let digest = Digest::sha256_of(&bytes);
             (bytes, digest)
         }

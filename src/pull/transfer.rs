@@ -144,14 +144,33 @@ fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
     reporter.blob_skipped(&d.digest, d.size);
     let result = match job.diff_id {
         false => Ok(None),
-        true => diffid::of_file(&store.blob_path(&d.digest), &d.digest)
-            .map(Some)
-            .map_err(|source| TransferError::Layer {
-                digest: d.digest.clone(),
-                source,
-            }),
+        true => stored_diff_id(store, &d.digest, reporter.as_ref()).map(Some),
     };
     fetched(0, result)
+}
+
+/// The diff_id of a layer already in the store: its record when there is one, else computed
+/// from the file (a local pass) and recorded, so that it is computed once per store.
+pub fn stored_diff_id(
+    store: &Store,
+    digest: &Digest,
+    reporter: &dyn crate::report::Reporter,
+) -> Result<(Digest, bool), TransferError> {
+    if let Some(known) = store.recorded_diff_id(digest) {
+        return Ok(known);
+    }
+    if reporter.is_verbose() {
+        reporter.verbose(&format!("computing the diff_id of {digest} from the store"));
+    }
+    let (diff_id, gzip) = diffid::of_file(&store.blob_path(digest), digest).map_err(|source| {
+        TransferError::Layer {
+            digest: digest.clone(),
+            source,
+        }
+    })?;
+    // A record we cannot write (a store another user owns) only costs the next run a pass.
+    let _ = store.record_diff_id(digest, &diff_id, gzip);
+    Ok((diff_id, gzip))
 }
 
 /// Download one blob into its partial file and commit it. What an earlier, interrupted run left
@@ -250,6 +269,9 @@ fn download(
                             source,
                         })?;
                 store.commit_partial(file, &d.digest)?;
+                if let Some((id, gzip)) = &diff_id {
+                    store.record_diff_id(&d.digest, id, *gzip)?;
+                }
                 return Ok(diff_id);
             }
             Err(CopyError::Interrupted) => {

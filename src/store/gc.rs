@@ -100,6 +100,9 @@ pub fn gc(store: &Store, dry_run: bool, force: bool) -> Result<GcReport, GcError
         .collect();
     if !dry_run {
         for b in &blobs {
+            if let Some(d) = b.digest.digest() {
+                store.forget_diff_id(&d);
+            }
             let path = store.blob_path_of(&b.digest);
             std::fs::remove_file(&path).map_err(|source| StoreError::Io {
                 action: "removing",

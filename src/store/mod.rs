@@ -11,6 +11,7 @@
 //! are missing, whatever happens to the process: 1. layer and config blobs, 2. manifests
 //! (children before the index that names them), 3. the `index.json` entry.
 
+mod diffids;
 pub mod gc;
 pub mod walk;
 
@@ -27,7 +28,7 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const SOURCE_DIGEST: &str = "dev.imagec.source.digest";
 pub const SOURCE_MEDIA_TYPE: &str = "dev.imagec.source.media-type";
 
-const PRIVATE: &str = ".imagec";
+pub(crate) const PRIVATE: &str = ".imagec";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -231,6 +232,7 @@ impl Store {
                 }
             }
         }
+        out.extend(self.orphan_diff_ids());
         Ok(out)
     }
 
@@ -375,7 +377,7 @@ impl Store {
     }
 
     /// Write a whole file so that readers see the old or the new content, never a mix.
-    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = self.tmp_dir();
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)
