@@ -2,6 +2,7 @@
 //! once, whichever image or platform shares it), then store manifests and index entries in
 //! the order `store` documents: blobs, then manifests, then the index entry.
 
+pub mod pool;
 pub mod resolve;
 pub mod transfer;
 

@@ -7,8 +7,6 @@ use std::collections::HashSet;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::time::Instant;
 
-use rayon::prelude::*;
-
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::layer::diffid::{self, DiffId};
 use crate::manifest::Descriptor;
@@ -87,27 +85,7 @@ pub fn fetch_all(
         missing.len(),
         missing.iter().fold(0u64, |a, b| a.saturating_add(*b)),
     );
-    let pool = match rayon::ThreadPoolBuilder::new()
-        .num_threads(parallel.max(1))
-        .thread_name(|i| format!("imagec-transfer-{i}"))
-        .build()
-    {
-        Ok(p) => p,
-        // Could not start threads (resource limits): do the work on this thread instead.
-        Err(_) => {
-            return unique
-                .iter()
-                .map(|j| fetch_one(registry, store, j))
-                .collect()
-        }
-    };
-    let fetched = pool.install(|| {
-        unique
-            .par_iter()
-            .with_max_len(1)
-            .map(|j| fetch_one(registry, store, j))
-            .collect()
-    });
+    let fetched = super::pool::in_order(&unique, parallel, |j| fetch_one(registry, store, j));
     registry.reporter().transfer_finished();
     fetched
 }

@@ -1,0 +1,84 @@
+//! The one transfer pool (`--jobs`): at most N threads take the plan's blobs strictly in the
+//! order given, through one atomic cursor. The plan puts the largest first, since the last
+//! blob to finish decides the wall time; rayon's `par_iter` split the list into ranges and let
+//! idle workers steal from their far ends, so large blobs started late (issue 8, defect 3).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Run `work` on every item, at most `parallel` at a time, starting them in order. Results come
+/// back in the items' order. If no thread can be started (resource limits), the items run on
+/// the calling thread.
+pub fn in_order<T, R, F>(items: &[T], parallel: usize, work: F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let worker = || loop {
+        let k = next.fetch_add(1, Ordering::SeqCst);
+        let Some(item) = items.get(k) else { break };
+        let r = work(item);
+        *results[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    };
+    std::thread::scope(|s| {
+        for i in 0..parallel.clamp(1, items.len().max(1)) {
+            let spawned = std::thread::Builder::new()
+                .name(format!("imagec-transfer-{i}"))
+                .spawn_scoped(s, worker);
+            if spawned.is_err() {
+                break;
+            }
+        }
+    });
+    // Whatever no thread took (none could be started) runs here.
+    worker();
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every item ran")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    #[test]
+    fn the_first_items_start_first() {
+        // Regression: with 7 jobs on 4 workers, rayon started the third-largest blob last.
+        // Each of the first `parallel` items waits until all of them are running, so an item
+        // further down the list can only start if the pool skipped ahead.
+        for (n, parallel) in [(7, 4), (20, 4), (5, 2), (3, 8)] {
+            let started = Mutex::new(Vec::new());
+            let first = parallel.min(n);
+            let barrier = Barrier::new(first);
+            let items: Vec<usize> = (0..n).collect();
+            let out = in_order(&items, parallel, |&i| {
+                started.lock().unwrap().push(i);
+                if i < first {
+                    barrier.wait();
+                }
+                i * 10
+            });
+            assert_eq!(out, items.iter().map(|i| i * 10).collect::<Vec<_>>());
+            let started = started.into_inner().unwrap();
+            let mut head = started[..first].to_vec();
+            head.sort();
+            assert_eq!(head, (0..first).collect::<Vec<_>>(), "{n} on {parallel}");
+            assert_eq!(started.len(), n);
+        }
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert!(in_order(&[] as &[u8], 4, |_| 1).is_empty());
+        assert_eq!(in_order(&[5], 0, |x| x + 1), vec![6]);
+    }
+}
