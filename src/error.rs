@@ -48,8 +48,9 @@ impl Error {
             Error::Tls(_) | Error::Store(_) | Error::Gc(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
-            Error::Pull(PullError::Transfer(e)) | Error::Transfer(e) => transfer_code(e),
-            Error::Pull(PullError::Store(_)) => FAILURE,
+            Error::Pull(PullError::Transfer(e)) => transfer_code(e),
+            Error::Transfer(e) => transfer_code(e),
+            Error::Pull(PullError::Store(_) | PullError::BlobMissing { .. }) => FAILURE,
         }
     }
 }

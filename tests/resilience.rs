@@ -269,3 +269,52 @@ fn a_stream_that_keeps_moving_forward_is_not_given_up_on() {
     assert_eq!(retry_lines(&out.stderr).len(), 6, "{}", out.stderr);
     assert_landed_intact(&dest, &layer);
 }
+
+#[test]
+fn a_shared_blob_that_fails_gives_every_reference_its_cause() {
+    // Regression: the first reference got the blob's error and the second an invented "blob was
+    // not downloaded" (exit 1), where a 404 is exit 4 and a digest mismatch must be named.
+    let shared = random_layer(5120, 150_000);
+    let a = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![shared.clone(), random_layer(5121, 1000)],
+    );
+    let b = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![shared.clone(), random_layer(5122, 1000)],
+    );
+    let (proxy, na, dest) = setup("resilience/shared-a", &a);
+    push_image(&world().plain().host(), "resilience/shared-b", "1", &b);
+    let nb = format!("{}/resilience/shared-b:1", proxy.host());
+
+    proxy.fail_first(&blob(&shared), 404, None, 1);
+    let out = pull(&dest, &na, &[&nb]).expect(4);
+    for n in [&na, &nb] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("pulling {n}:")))
+            .unwrap_or_else(|| panic!("no error for {n}: {}", out.stderr));
+        assert!(line.contains("not found"), "{line}");
+        assert!(line.contains(&shared.digest), "{line}");
+    }
+    assert_eq!(proxy.requests("GET", &blob(&shared)), 1, "{}", out.stderr);
+    assert_nothing_landed(&dest, &shared.digest, &nb);
+
+    let dest = world().temp_dir().join("store");
+    proxy.flip_byte(&blob(&shared), 100_000);
+    let out = pull(&dest, &na, &[&nb]).expect(1);
+    for n in [&na, &nb] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("pulling {n}:")))
+            .unwrap_or_else(|| panic!("no error for {n}: {}", out.stderr));
+        assert!(line.contains("digest mismatch"), "{line}");
+        assert!(line.contains(&shared.digest), "{line}");
+    }
+}

@@ -7,6 +7,8 @@ pub mod resolve;
 pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::digest::Digest;
@@ -60,14 +62,17 @@ pub struct LayerReport {
 pub enum PullError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// A blob failed; shared, since every reference that needs the blob fails with its cause.
     #[error(transparent)]
-    Transfer(#[from] TransferError),
+    Transfer(Arc<TransferError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("blob {digest} is not in the store at {path} after the transfer (removed by another process?)")]
+    BlobMissing { digest: Digest, path: PathBuf },
 }
 
 /// Per blob: bytes received, and its diff_id (when asked for) or why it failed.
-type Outcome = (u64, Result<Option<(Digest, bool)>, TransferError>);
+type Outcome = (u64, Result<Option<(Digest, bool)>, Arc<TransferError>>);
 
 /// Pull `refs` into `store`. One result per reference, in order: a failure of one reference
 /// does not stop the others.
@@ -106,9 +111,9 @@ pub fn pull(
         }
     }
     let fetched = fetch_all(registry, store, jobs, opts.jobs);
-    let mut outcome: HashMap<Digest, Outcome> = fetched
+    let outcome: HashMap<Digest, Outcome> = fetched
         .into_iter()
-        .map(|f| (f.digest, (f.bytes_received, f.result)))
+        .map(|f| (f.digest, (f.bytes_received, f.result.map_err(Arc::new))))
         .collect();
     // Layer diff_ids computed during the transfer (schema1 configs are made from them).
     let diff_ids: HashMap<Digest, (Digest, bool)> = outcome
@@ -123,13 +128,14 @@ pub fn pull(
             let result = res.map_err(PullError::from).and_then(|res| {
                 // Every blob of this reference must be in place before its manifest is written.
                 for d in res.blobs() {
-                    if let Some((_, Err(_))) = outcome.get(&d.digest) {
-                        let (_, err) = outcome.remove(&d.digest).expect("checked");
-                        return Err(err.expect_err("checked").into());
+                    if let Some((_, Err(e))) = outcome.get(&d.digest) {
+                        return Err(PullError::Transfer(e.clone()));
                     }
                     if !store.has_blob(&d.digest, d.size) {
-                        // A blob another reference failed to fetch (its error was reported there).
-                        return Err(missing(store, &d.digest));
+                        return Err(PullError::BlobMissing {
+                            digest: d.digest.clone(),
+                            path: store.blob_path(&d.digest),
+                        });
                     }
                 }
                 let bytes: u64 = outcome
@@ -143,14 +149,6 @@ pub fn pull(
             (r, result)
         })
         .collect()
-}
-
-fn missing(store: &Store, d: &Digest) -> PullError {
-    PullError::Store(StoreError::Io {
-        action: "finding",
-        path: store.blob_path(d),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob was not downloaded"),
-    })
 }
 
 /// What was stored for one reference: its index entry and the image manifests as stored.
