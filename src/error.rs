@@ -55,19 +55,35 @@ impl Error {
     }
 }
 
+// Every match below names every variant: a new error must be given its exit code on purpose.
+
 fn resolve_code(e: &ResolveError) -> u8 {
     match e {
         ResolveError::Client(c) => client_code(c),
-        ResolveError::Manifest(ManifestError::NoPlatform { .. }) => NOT_FOUND,
+        ResolveError::Manifest(m) => manifest_code(m),
         ResolveError::Transfer(t) => transfer_code(t),
-        _ => FAILURE,
+        ResolveError::Store(_)
+        | ResolveError::ChildSize { .. }
+        | ResolveError::Nested { .. }
+        | ResolveError::Schema1InIndex { .. } => FAILURE,
+    }
+}
+
+fn manifest_code(e: &ManifestError) -> u8 {
+    match e {
+        ManifestError::NoPlatform { .. } => NOT_FOUND,
+        ManifestError::UnknownType { .. }
+        | ManifestError::Schema1 { .. }
+        | ManifestError::Malformed { .. }
+        | ManifestError::Version { .. }
+        | ManifestError::Config { .. } => FAILURE,
     }
 }
 
 fn transfer_code(e: &TransferError) -> u8 {
     match e {
         TransferError::Client(c) => client_code(c),
-        TransferError::Store(_) | TransferError::Layer { .. } => FAILURE,
+        TransferError::Store(_) | TransferError::Ingest(_) | TransferError::Layer { .. } => FAILURE,
         TransferError::Interrupted { .. } => crate::interrupt::EXIT_CODE,
     }
 }
@@ -75,16 +91,38 @@ fn transfer_code(e: &TransferError) -> u8 {
 fn client_code(e: &ClientError) -> u8 {
     match e {
         ClientError::Registry(r) => registry_code(r),
+        // A helper that refuses to give credentials is a refusal of access.
         ClientError::Credentials(CredentialError::Helper { .. }) => AUTH,
-        ClientError::Credentials(_) => FAILURE,
+        ClientError::Credentials(
+            CredentialError::Read { .. }
+            | CredentialError::Parse { .. }
+            | CredentialError::BadAuthField { .. },
+        ) => FAILURE,
     }
 }
 
 pub fn registry_code(e: &RegistryError) -> u8 {
     match e {
         RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => AUTH,
+        // The token server's 4xx refuses the credentials; its 5xx is its own failure.
         RegistryError::TokenRefused { status, .. } if (400..500).contains(status) => AUTH,
+        RegistryError::TokenRefused { .. } => FAILURE,
         RegistryError::NotFound { .. } => NOT_FOUND,
-        _ => FAILURE,
+        RegistryError::Retried { source, .. } => registry_code(source),
+        RegistryError::Transport { .. }
+        | RegistryError::Body { .. }
+        | RegistryError::Status { .. }
+        | RegistryError::TokenInvalid { .. }
+        | RegistryError::NotARegistry { .. }
+        | RegistryError::UnsupportedAuth { .. }
+        | RegistryError::TooManyRedirects { .. }
+        | RegistryError::BadRedirect { .. }
+        | RegistryError::ManifestTooLarge { .. }
+        | RegistryError::Schema1Payload { .. }
+        | RegistryError::ManifestDigest { .. }
+        | RegistryError::BlobVerify { .. }
+        | RegistryError::BadRange { .. }
+        | RegistryError::MissingLength { .. }
+        | RegistryError::Deadline { .. } => FAILURE,
     }
 }

@@ -17,6 +17,9 @@ pub trait Reporter: Send + Sync {
     fn blob_started(&self, _digest: &Digest, _size: u64, _offset: u64) {}
     /// `bytes` more bytes of this blob arrived.
     fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}
+    /// The server ignored a Range request: the blob comes again from byte 0, and the `discarded`
+    /// bytes already reported for it are thrown away.
+    fn blob_restarted(&self, _digest: &Digest, _discarded: u64) {}
     /// The blob is verified and in the store.
     fn blob_done(&self, _digest: &Digest, _size: u64) {}
     /// The blob was already in the store; nothing is downloaded.

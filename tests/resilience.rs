@@ -181,9 +181,23 @@ fn a_server_that_ignores_range_after_a_reset_sends_the_blob_again_from_zero() {
     proxy.ignore_range(&blob(&layer));
 
     let out = pull(&dest, &name, &[]).expect(0);
+    // Said once in the log; the bars and the plain counters start again from zero.
+    assert_eq!(
+        out.stderr.matches("ignored the Range request").count(),
+        1,
+        "{}",
+        out.stderr
+    );
     assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
     assert_landed_intact(&dest, &layer);
     assert_eq!(proxy.requests("GET", &blob(&layer)), 2);
+    // Said once in the log; the bars and the plain counters start again from zero.
+    assert_eq!(
+        out.stderr.matches("ignored the Range request").count(),
+        1,
+        "{}",
+        out.stderr
+    );
     // The cut part, then the whole blob once more.
     assert_eq!(
         proxy.body_bytes(&blob(&layer)),
@@ -317,4 +331,49 @@ fn a_shared_blob_that_fails_gives_every_reference_its_cause() {
         assert!(line.contains("digest mismatch"), "{line}");
         assert!(line.contains(&shared.digest), "{line}");
     }
+}
+
+#[test]
+fn a_final_error_after_retries_says_how_many_attempts_and_how_long() {
+    // Regression: after `--retries 3` of 503s the message was the last 503 alone.
+    let layer = random_layer(5123, 200_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/attempts", &img);
+    let said = |out: &Run| {
+        let error = out
+            .stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let after = error
+            .split("after 3 attempts in ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no attempt count: {}", out.stderr));
+        let secs = after.split(" s: ").next().unwrap();
+        assert!(secs.parse::<f64>().is_ok(), "{error}");
+        error
+    };
+    // The manifest request,
+    proxy.fail_first("/manifests/", 503, None, 3);
+    let out = pull(&dest, &name, &["--retries", "3"]).expect(1);
+    assert!(said(&out).contains("503"), "{}", out.stderr);
+    // a blob request,
+    proxy.fail_first(&blob(&layer), 503, None, 3);
+    let out = pull(&dest, &name, &["--retries", "3"]).expect(1);
+    let error = said(&out);
+    assert!(
+        error.contains("503") && error.contains(&layer.digest),
+        "{error}"
+    );
+    // and a blob stream that breaks before any byte arrives, every time.
+    proxy.reset_after(&blob(&layer), 0, 3);
+    let out = pull(&dest, &name, &["--retries", "3"]).expect(1);
+    assert!(said(&out).contains(&layer.digest), "{}", out.stderr);
+    assert_nothing_landed(&dest, &layer.digest, &name);
+    // One attempt is no retry: the error is said as it is.
+    proxy.fail_first(&blob(&layer), 503, None, 1);
+    let out = pull(&dest, &name, &["--retries", "1"]).expect(1);
+    assert!(!out.stderr.contains("attempts in"), "{}", out.stderr);
 }

@@ -126,6 +126,16 @@ impl Reporter for PlainReporter {
             }
         }
     }
+    fn blob_restarted(&self, digest: &Digest, _discarded: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((done, _, _)) = s.get_mut(digest) {
+            *done = 0;
+        }
+        eprint_line(&format!(
+            "{}: the registry ignored the Range request; downloading from the start",
+            digest.short()
+        ));
+    }
     fn blob_done(&self, digest: &Digest, size: u64) {
         self.state
             .lock()
@@ -159,9 +169,13 @@ pub struct BarReporter {
 
 impl BarReporter {
     pub fn new(verbose: bool) -> BarReporter {
+        BarReporter::with_target(verbose, ProgressDrawTarget::stderr())
+    }
+
+    fn with_target(verbose: bool, target: ProgressDrawTarget) -> BarReporter {
         BarReporter {
             verbose,
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
             total: Mutex::new(None),
         }
@@ -275,6 +289,24 @@ impl Reporter for BarReporter {
             total.inc(bytes);
         }
     }
+    fn blob_restarted(&self, digest: &Digest, discarded: u64) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            bar.set_position(0);
+        }
+        if let Some(total) = self
+            .total
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            total.set_position(total.position().saturating_sub(discarded));
+        }
+    }
     fn blob_done(&self, digest: &Digest, size: u64) {
         self.finish(digest, format!("done ({})", human_size(size)), size);
     }
@@ -297,6 +329,30 @@ impl Reporter for BarReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarted_blob_never_counts_past_its_size() {
+        // Regression: after a registry ignored Range and the blob came again from zero, the
+        // bars kept the discarded bytes and went past 100%.
+        let d = Digest::sha256_of(b"blob");
+        let bars = BarReporter::with_target(false, ProgressDrawTarget::hidden());
+        bars.transfer_planned(1, 1000);
+        bars.blob_started(&d, 1000, 0);
+        bars.blob_progress(&d, 600);
+        bars.blob_restarted(&d, 600);
+        bars.blob_progress(&d, 1000);
+        let bar = bars.bars.lock().unwrap().get(&d).unwrap().position();
+        assert_eq!(bar, 1000);
+        let total = bars.total.lock().unwrap().as_ref().unwrap().position();
+        assert_eq!(total, 1000);
+
+        let plain = PlainReporter::new(false);
+        plain.blob_started(&d, 1000, 400);
+        plain.blob_progress(&d, 200);
+        plain.blob_restarted(&d, 600);
+        plain.blob_progress(&d, 1000);
+        assert_eq!(plain.state.lock().unwrap()[&d].0, 1000);
+    }
 
     #[test]
     fn sizes() {

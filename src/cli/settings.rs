@@ -10,7 +10,8 @@ use crate::platform::{Platform, PlatformChoice, PlatformError};
 use crate::pull::Format;
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::credentials::{CredentialSource, Credentials, Secret};
-use crate::registry::{http::HttpSettings, RegistrySettings};
+use crate::registry::http::{self, HttpSettings};
+use crate::registry::{retry, RegistrySettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -58,6 +59,7 @@ impl Settings {
     /// `registries`: the registries the command's references name (`-u` credentials are for
     /// exactly one of them).
     pub fn from_args(a: &CommonArgs, registries: &[&str]) -> Result<Settings, UsageError> {
+        let env = Env::read();
         if a.store.json && a.quiet {
             return Err(UsageError::JsonQuiet);
         }
@@ -91,10 +93,13 @@ impl Settings {
                     ca_certs: a.ca_cert.clone(),
                     insecure_skip_verify: a.insecure_skip_verify,
                     timeout: Some(Duration::from_secs(a.timeout)),
+                    connect_timeout: env.connect_timeout.unwrap_or(http::CONNECT_TIMEOUT),
+                    read_timeout: env.stall_timeout.unwrap_or(http::READ_TIMEOUT),
                 },
-                credentials: credentials(a, registries)?,
+                credentials: credentials(a, registries, &env)?,
                 allow_http: a.insecure_allow_http,
                 attempts: a.retries,
+                retry_base: env.retry_base.unwrap_or(retry::DEFAULT_BASE),
             },
         })
     }
@@ -106,7 +111,50 @@ pub fn parse_references(refs: &[String]) -> Result<Vec<Reference>, UsageError> {
         .collect()
 }
 
-fn credentials(a: &CommonArgs, registries: &[&str]) -> Result<CredentialSource, UsageError> {
+/// Every environment variable imagec reads, read here and nowhere else (clap reads the ones
+/// that stand in for flags: IMAGEC_DEST, IMAGEC_USERNAME).
+#[derive(Debug, Default)]
+pub struct Env {
+    password: Option<String>,
+    docker_config: Option<PathBuf>,
+    home: Option<PathBuf>,
+    /// Test-only: backoff base, connect timeout and stall timeout in milliseconds.
+    retry_base: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
+}
+
+impl Env {
+    pub fn read() -> Env {
+        let millis = |name| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        };
+        let path = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Env {
+            password: std::env::var("IMAGEC_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+            docker_config: path("DOCKER_CONFIG"),
+            home: path("HOME"),
+            retry_base: millis("IMAGEC_RETRY_BASE_MS"),
+            connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
+            stall_timeout: millis("IMAGEC_STALL_TIMEOUT_MS"),
+        }
+    }
+}
+
+fn credentials(
+    a: &CommonArgs,
+    registries: &[&str],
+    env: &Env,
+) -> Result<CredentialSource, UsageError> {
     let password = if a.password_stdin {
         let mut s = String::new();
         std::io::stdin()
@@ -119,9 +167,7 @@ fn credentials(a: &CommonArgs, registries: &[&str]) -> Result<CredentialSource, 
         }
         Some(s)
     } else {
-        std::env::var("IMAGEC_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty())
+        env.password.clone()
     };
     let username = a.username.clone().filter(|u| !u.is_empty());
     let explicit = match (username, password) {
@@ -151,7 +197,7 @@ fn credentials(a: &CommonArgs, registries: &[&str]) -> Result<CredentialSource, 
     let auth_file = match &a.auth_file {
         Some(f) if !f.exists() => return Err(UsageError::NoAuthFile(f.clone())),
         Some(f) => Some(f.clone()),
-        None => default_auth_file(),
+        None => default_auth_file(env),
     };
     Ok(CredentialSource {
         explicit,
@@ -160,11 +206,11 @@ fn credentials(a: &CommonArgs, registries: &[&str]) -> Result<CredentialSource, 
 }
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json` (docker CLI's lookup).
-fn default_auth_file() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("config.json"));
+fn default_auth_file(env: &Env) -> Option<PathBuf> {
+    if let Some(dir) = &env.docker_config {
+        return Some(dir.join("config.json"));
     }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+    env.home
+        .as_ref()
+        .map(|h| h.join(".docker").join("config.json"))
 }

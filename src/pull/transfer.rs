@@ -4,14 +4,15 @@
 //! mid-blob continues with `Range` from the byte it reached, keeping the hash state.
 
 use std::collections::HashSet;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, Read};
 use std::time::Instant;
 
-use crate::digest::{Digest, Hasher, HashingReader};
-use crate::layer::diffid::{self, DiffId};
+use crate::digest::Digest;
+use crate::layer::diffid;
 use crate::manifest::Descriptor;
 use crate::reference::Reference;
 use crate::registry::{ClientError, Registry, RegistryError};
+use crate::store::ingest::{Begin, Ingest, IngestError};
 use crate::store::{Store, StoreError};
 
 /// Configs are small; a "config" larger than this is not one we will hold in memory.
@@ -32,6 +33,8 @@ pub enum TransferError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
     #[error("interrupted while downloading {digest}; what arrived is kept for the next pull")]
     Interrupted { digest: Digest },
     #[error("layer {digest} is not a valid gzip stream: {source}")]
@@ -40,6 +43,32 @@ pub enum TransferError {
         #[source]
         source: io::Error,
     },
+}
+
+impl crate::registry::retry::Retryable for TransferError {
+    fn is_transient(&self) -> bool {
+        match self {
+            TransferError::Client(ClientError::Registry(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            TransferError::Client(ClientError::Registry(e)) => e.retry_after(),
+            _ => None,
+        }
+    }
+    fn retried(self, attempts: u32, elapsed: std::time::Duration) -> Self {
+        match self {
+            TransferError::Client(ClientError::Registry(e)) => {
+                ClientError::from(e.retried(attempts, elapsed)).into()
+            }
+            other => other,
+        }
+    }
+    fn deadline(seconds: u64, last: String) -> Self {
+        ClientError::from(RegistryError::Deadline { seconds, last }).into()
+    }
 }
 
 /// The outcome for one blob: bytes received over the network (0 when it was already there),
@@ -99,24 +128,19 @@ fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
         result,
     };
     if !store.has_blob(&d.digest, d.size) {
-        // Another process may be fetching this blob into the same store: wait for it, then
-        // look again rather than fetch it a second time.
-        let lock = match store.lock_blob(&d.digest) {
-            Ok(lock) => lock,
+        // Another process may be fetching this blob into the same store: `begin_ingest` waits
+        // for it, then finds the blob in place rather than fetch it a second time.
+        match store.begin_ingest(&d.digest, d.size, job.diff_id) {
             Err(e) => return fetched(0, Err(e.into())),
-        };
-        if !store.has_blob(&d.digest, d.size) {
-            let mut received = 0;
-            let result = download(registry, store, job, &mut received);
-            if result.is_err() && store.partial_len(&d.digest) == Some(0) {
-                // Nothing arrived (a 404, say): no partial worth keeping for a later run.
-                store.discard_partial(&d.digest);
+            Ok(Begin::Present) => {}
+            Ok(Begin::Ingest(ingest)) => {
+                let mut received = 0;
+                let result = download(registry, job, *ingest, &mut received);
+                if result.is_ok() {
+                    reporter.blob_done(&d.digest, d.size);
+                }
+                return fetched(received, result);
             }
-            drop(lock);
-            if result.is_ok() {
-                reporter.blob_done(&d.digest, d.size);
-            }
-            return fetched(received, result);
         }
     }
     reporter.blob_skipped(&d.digest, d.size);
@@ -151,14 +175,13 @@ pub fn stored_diff_id(
     Ok((diff_id, gzip))
 }
 
-/// Download one blob into its partial file and commit it. What an earlier, interrupted run left
-/// in the partial file is re-hashed (a local read) and only the rest is asked for, with Range;
-/// a stream that breaks is resumed the same way. A blob whose bytes turn out wrong is deleted,
-/// partial and all, so the next run starts afresh.
+/// Stream one blob into its ingest and commit it. The ingest starts where an earlier run
+/// stopped; a stream that breaks is resumed with Range from the byte it reached, under the
+/// run's retry policy (an attempt that moved forward starts the count again).
 fn download(
     registry: &Registry,
-    store: &Store,
     job: &BlobJob,
+    mut ingest: Ingest<'_>,
     received: &mut u64,
 ) -> Result<Option<(Digest, bool)>, TransferError> {
     let d = &job.descriptor;
@@ -168,169 +191,78 @@ fn download(
             .url_of(&job.source, &format!("blobs/{}", d.digest))
             .unwrap_or_default()
     };
-    let partial = store.partial_path(&d.digest);
-    let file_err = |action: &'static str| {
-        let path = partial.clone();
-        move |source| {
-            TransferError::from(StoreError::Io {
-                action,
-                path,
-                source,
-            })
-        }
-    };
-    let mut file = store.open_partial(&d.digest)?;
-    let mut hasher = Hasher::new();
-    let mut diff_id = job.diff_id.then(DiffId::new);
-    let have = file.metadata().map_err(file_err("reading"))?.len();
-    if have > d.size {
-        file.set_len(0).map_err(file_err("truncating"))?;
-    } else if have > 0 {
-        rehash(&mut file, &mut hasher, diff_id.as_mut()).map_err(file_err("reading"))?;
-    }
-    file.seek(io::SeekFrom::End(0))
-        .map_err(file_err("seeking in"))?;
-    let mut attempt = 1;
     let mut started = false;
-    loop {
-        if crate::interrupt::requested() {
-            return Err(TransferError::Interrupted {
-                digest: d.digest.clone(),
-            });
-        }
-        let offset = hasher.count();
-        let (body, start): (Box<dyn Read + Send>, u64) = if offset == d.size {
-            // Everything is already here from an earlier run: only the check is left.
-            (Box::new(io::empty()), offset)
-        } else {
-            registry.open_blob(&job.source, &d.digest, offset)?
-        };
-        if start != offset {
-            // The server ignored our Range and sent the whole blob: start over.
-            file.set_len(0).map_err(file_err("truncating"))?;
-            file.rewind().map_err(file_err("seeking in"))?;
-            hasher = Hasher::new();
-            diff_id = job.diff_id.then(DiffId::new);
-        }
-        if !started {
-            reporter.blob_started(&d.digest, d.size, start);
-            started = true;
-        }
-        let mut reader = HashingReader::new(body, hasher.clone(), d.size);
-        match copy_with_progress(
-            &mut reader,
-            &mut file,
-            diff_id.as_mut(),
-            &d.digest,
-            registry,
-            received,
-        ) {
-            Ok(()) => {
-                let verified = reader.finish(&d.digest).map_err(|source| {
-                    ClientError::from(RegistryError::Body { url: url(), source })
-                })?;
-                if let Err(source) = verified {
-                    store.discard_partial(&d.digest);
-                    return Err(ClientError::from(RegistryError::BlobVerify {
+    let streamed =
+        registry
+            .retry_policy()
+            .run_resumable(d.digest.short(), reporter.as_ref(), |progressed| {
+                if crate::interrupt::requested() {
+                    return Err(TransferError::Interrupted {
                         digest: d.digest.clone(),
-                        url: url(),
-                        source,
-                    })
-                    .into());
+                    });
                 }
-                let diff_id =
-                    diff_id
-                        .map(|t| t.finish(&d.digest))
-                        .transpose()
-                        .map_err(|source| TransferError::Layer {
-                            digest: d.digest.clone(),
-                            source,
-                        })?;
-                store.commit_partial(file, &d.digest)?;
-                if let Some((id, gzip)) = &diff_id {
-                    store.record_diff_id(&d.digest, id, *gzip)?;
+                let offset = ingest.offset();
+                if offset == d.size {
+                    // Everything is already here from an earlier run: only the check is left.
+                    return Ok(());
                 }
-                return Ok(diff_id);
-            }
-            Err(CopyError::Interrupted) => {
-                return Err(TransferError::Interrupted {
-                    digest: d.digest.clone(),
+                let (body, start) = registry.open_blob(&job.source, &d.digest, offset)?;
+                if start != offset {
+                    // The server ignored our Range and sends the whole blob: start over.
+                    ingest.restart()?;
+                    if started {
+                        reporter.blob_restarted(&d.digest, offset);
+                    }
+                }
+                if !started {
+                    reporter.blob_started(&d.digest, d.size, start);
+                    started = true;
+                }
+                let result = copy_with_progress(body, &mut ingest, registry, received);
+                ingest.flush()?;
+                if ingest.offset() > offset {
+                    *progressed = true;
+                }
+                result.map_err(|e| match e {
+                    CopyError::Interrupted => TransferError::Interrupted {
+                        digest: d.digest.clone(),
+                    },
+                    CopyError::Ingest(e) => e.into(),
+                    CopyError::Read(source) => {
+                        ClientError::from(RegistryError::Body { url: url(), source }).into()
+                    }
                 })
-            }
-            Err(CopyError::Layer(e)) => {
-                return Err(TransferError::Layer {
-                    digest: d.digest.clone(),
-                    source: e,
-                })
-            }
-            Err(CopyError::Write(e)) => return Err(file_err("writing")(e)),
-            Err(CopyError::Read(e)) => {
-                hasher = reader.hasher().clone();
-                // A stream that moved forward before breaking is not failing, just flaky: count
-                // attempts from here (the whole run stays bounded by --timeout).
-                if hasher.count() > offset {
-                    attempt = 1;
-                }
-                let err = RegistryError::Body {
-                    url: url(),
-                    source: e,
-                };
-                if !err.is_transient() || attempt >= registry.attempts() {
-                    return Err(ClientError::from(err).into());
-                }
-                let delay = crate::registry::retry::backoff(attempt, None);
-                reporter.retrying(
-                    &format!("{} from byte {}", d.digest.short(), hasher.count()),
-                    attempt,
-                    delay,
-                    &err.to_string(),
-                );
-                std::thread::sleep(delay);
-                attempt += 1;
-            }
-        }
+            });
+    if let Err(e) = streamed {
+        ingest.abandon();
+        return Err(e);
     }
-}
-
-/// Feed what a partial file holds to the hashers (from its start).
-fn rehash(
-    file: &mut std::fs::File,
-    hasher: &mut Hasher,
-    mut diff_id: Option<&mut DiffId>,
-) -> io::Result<()> {
-    file.rewind()?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        hasher.update(&buf[..n]);
-        if let Some(t) = diff_id.as_deref_mut() {
-            t.update(&buf[..n])?;
-        }
-    }
+    ingest.commit().map_err(|e| match e {
+        IngestError::Verify(source) => ClientError::from(RegistryError::BlobVerify {
+            digest: d.digest.clone(),
+            url: url(),
+            source,
+        })
+        .into(),
+        other => other.into(),
+    })
 }
 
 enum CopyError {
     Read(io::Error),
-    Write(io::Error),
-    Layer(io::Error),
+    Ingest(IngestError),
     Interrupted,
 }
 
-/// Copy until EOF or the size cap, reporting progress; the file is flushed before returning
-/// so that its length always equals the bytes hashed.
-fn copy_with_progress<R: Read>(
-    reader: &mut HashingReader<R>,
-    file: &mut std::fs::File,
-    mut diff_id: Option<&mut DiffId>,
-    digest: &Digest,
+/// Copy the body into the ingest until EOF, reporting progress at most 10 times a second.
+fn copy_with_progress(
+    mut body: Box<dyn Read + Send>,
+    ingest: &mut Ingest<'_>,
     registry: &Registry,
     received: &mut u64,
 ) -> Result<(), CopyError> {
     let reporter = registry.reporter();
-    let mut out = BufWriter::with_capacity(1 << 16, file);
+    let digest = ingest.digest().clone();
     let mut buf = vec![0u8; 1 << 16];
     let mut pending = 0u64;
     let mut last = Instant::now();
@@ -338,30 +270,26 @@ fn copy_with_progress<R: Read>(
         if crate::interrupt::requested() {
             break Err(CopyError::Interrupted);
         }
-        let n = match reader.read(&mut buf) {
+        let n = match body.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break Err(CopyError::Read(e)),
         };
-        if let Err(e) = out.write_all(&buf[..n]) {
-            return Err(CopyError::Write(e));
-        }
-        if let Some(t) = diff_id.as_deref_mut() {
-            t.update(&buf[..n]).map_err(CopyError::Layer)?;
+        if let Err(e) = ingest.write(&buf[..n]) {
+            break Err(CopyError::Ingest(e));
         }
         *received += n as u64;
         pending += n as u64;
         if last.elapsed().as_millis() >= 100 {
-            reporter.blob_progress(digest, pending);
+            reporter.blob_progress(&digest, pending);
             pending = 0;
             last = Instant::now();
         }
     };
     if pending > 0 {
-        reporter.blob_progress(digest, pending);
+        reporter.blob_progress(&digest, pending);
     }
-    out.flush().map_err(CopyError::Write)?;
     result
 }
 

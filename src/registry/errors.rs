@@ -164,8 +164,36 @@ pub enum RegistryError {
         offset: u64,
         content_range: String,
     },
+    #[error("HEAD {url} answered HTTP {status} without a Content-Length for the blob")]
+    MissingLength { url: String, status: u16 },
     #[error("gave up after {seconds} s (--timeout): {last}")]
     Deadline { seconds: u64, last: String },
+    #[error("after {attempts} attempts in {:.1} s: {source}", elapsed.as_secs_f64())]
+    Retried {
+        attempts: u32,
+        elapsed: std::time::Duration,
+        #[source]
+        source: Box<RegistryError>,
+    },
+}
+
+impl crate::registry::retry::Retryable for RegistryError {
+    fn is_transient(&self) -> bool {
+        RegistryError::is_transient(self)
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        RegistryError::retry_after(self)
+    }
+    fn retried(self, attempts: u32, elapsed: std::time::Duration) -> Self {
+        RegistryError::Retried {
+            attempts,
+            elapsed,
+            source: Box::new(self),
+        }
+    }
+    fn deadline(seconds: u64, last: String) -> Self {
+        RegistryError::Deadline { seconds, last }
+    }
 }
 
 fn hint(has_credentials: bool) -> &'static str {
@@ -193,7 +221,23 @@ impl RegistryError {
             RegistryError::TokenRefused { status, .. } => {
                 crate::registry::retry::status_is_transient(*status)
             }
-            _ => false,
+            // Already retried as often as allowed.
+            RegistryError::Retried { .. } => false,
+            RegistryError::TokenInvalid { .. }
+            | RegistryError::Unauthorized { .. }
+            | RegistryError::Denied { .. }
+            | RegistryError::NotFound { .. }
+            | RegistryError::NotARegistry { .. }
+            | RegistryError::UnsupportedAuth { .. }
+            | RegistryError::TooManyRedirects { .. }
+            | RegistryError::BadRedirect { .. }
+            | RegistryError::ManifestTooLarge { .. }
+            | RegistryError::Schema1Payload { .. }
+            | RegistryError::ManifestDigest { .. }
+            | RegistryError::BlobVerify { .. }
+            | RegistryError::BadRange { .. }
+            | RegistryError::MissingLength { .. }
+            | RegistryError::Deadline { .. } => false,
         }
     }
 

@@ -14,12 +14,16 @@ use crate::registry::credentials::Secret;
 use crate::report::Reporter;
 
 /// How the agent is built; resolved once from flags.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub ca_certs: Vec<PathBuf>,
     pub insecure_skip_verify: bool,
     /// Whole-run budget (`--timeout`).
     pub timeout: Option<Duration>,
+    /// A connect attempt that takes longer than this is a dead host.
+    pub connect_timeout: Duration,
+    /// A registry that sends nothing for this long on an open connection has stalled.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,27 +46,11 @@ pub enum TlsSetupError {
 
 /// A connect attempt that takes longer than this is a dead host; with the default attempts
 /// this keeps "cannot reach the registry at all" within about a minute (SPEC). The tests
-/// shorten it with IMAGEC_CONNECT_TIMEOUT_MS.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn connect_timeout() -> Duration {
-    std::env::var("IMAGEC_CONNECT_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(CONNECT_TIMEOUT)
-}
+/// shorten it with IMAGEC_CONNECT_TIMEOUT_MS (read by the settings).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registry that sends nothing for this long on an open connection has stalled: the request
 /// is retried (a blob resumes with Range). The tests shorten it with IMAGEC_STALL_TIMEOUT_MS.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn read_timeout() -> Duration {
-    std::env::var("IMAGEC_STALL_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(READ_TIMEOUT)
-}
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: usize = 10;
 
 pub struct Http {
@@ -102,8 +90,8 @@ impl Http {
             .max_redirects(0)
             .max_redirects_will_error(false)
             .user_agent(format!("imagec/{}", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(connect_timeout()))
-            .timeout_per_read(Some(read_timeout()))
+            .timeout_connect(Some(settings.connect_timeout))
+            .timeout_per_read(Some(settings.read_timeout))
             .tls_config(tls.build())
             .build();
         Ok(Http {

@@ -21,6 +21,7 @@ use ureq::Body;
 use self::auth::Endpoint;
 pub use self::errors::{ErrorBody, RegistryError};
 use self::http::{header, Http, Method};
+use self::retry::RetryPolicy;
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::manifest::{media, schema1};
 use crate::reference::Reference;
@@ -38,6 +39,8 @@ pub struct RegistrySettings {
     pub allow_http: bool,
     /// Attempts for a transient failure (at least 1).
     pub attempts: u32,
+    /// First backoff step (the tests make it zero).
+    pub retry_base: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +73,7 @@ pub struct Registry {
     settings: RegistrySettings,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     reporter: Arc<dyn Reporter>,
-    deadline: Option<Instant>,
+    retry: RetryPolicy,
 }
 
 /// The `Accept` list: every manifest type we understand, schema1 last (a registry given no
@@ -95,10 +98,14 @@ impl Registry {
         let http = Http::new(&settings.http, reporter.clone())?;
         Ok(Registry {
             http,
-            deadline: settings
-                .http
-                .timeout
-                .and_then(|t| Instant::now().checked_add(t)),
+            retry: RetryPolicy {
+                attempts: settings.attempts.max(1),
+                base: settings.retry_base,
+                deadline: settings
+                    .http
+                    .timeout
+                    .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
+            },
             settings,
             endpoints: Mutex::new(HashMap::new()),
             reporter,
@@ -139,7 +146,7 @@ impl Registry {
         let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
         // The body is read inside the retried operation: a connection cut mid-manifest is as
         // transient as one cut before the answer (SPEC: truncated bodies).
-        let raw = self.with_retries("", || {
+        let raw = self.retry.run("", self.reporter.as_ref(), || {
             let resp = self.request_once(&ep, r, Method::Get, &path, &headers, "manifest")?;
             read_manifest(resp, url.clone(), expected, max)
         })?;
@@ -157,7 +164,7 @@ impl Registry {
         let path = format!("blobs/{d}");
         let ep = self.endpoint(r)?;
         let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
-        let bytes = self.with_retries("", || {
+        let bytes = self.retry.run("", self.reporter.as_ref(), || {
             let resp = self.request_once(&ep, r, Method::Get, &path, &[], "blob")?;
             let mut reader =
                 HashingReader::new(resp.into_body().into_reader(), Hasher::new(), size);
@@ -179,7 +186,7 @@ impl Registry {
                     url: url.clone(),
                     source,
                 })?;
-            Ok(bytes)
+            Ok::<_, RegistryError>(bytes)
         })?;
         Ok(bytes)
     }
@@ -224,12 +231,9 @@ impl Registry {
         header(&resp, "content-length")
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| {
-                ClientError::from(RegistryError::Status {
-                    method: "HEAD",
+                ClientError::from(RegistryError::MissingLength {
                     url: self.url_of(r, &path).unwrap_or_default(),
                     status: resp.status().as_u16(),
-                    body: ErrorBody::parse(b"no Content-Length for a blob"),
-                    retry_after: None,
                 })
             })
     }
@@ -249,7 +253,7 @@ impl Registry {
         }
         let credentials = self.settings.credentials.lookup(r.registry())?;
         let allow_http = self.settings.allow_http || r.is_loopback();
-        let ep = self.with_retries("", || {
+        let ep = self.retry.run("", self.reporter.as_ref(), || {
             probe(&self.http, &host, allow_http, credentials.clone())
         })?;
         if self.reporter.is_verbose() {
@@ -279,10 +283,11 @@ impl Registry {
         what: &str,
     ) -> Result<Response<Body>, ClientError> {
         let ep = self.endpoint(r)?;
-        self.with_retries("", || {
-            self.request_once(&ep, r, method, path, headers, what)
-        })
-        .map_err(ClientError::from)
+        self.retry
+            .run("", self.reporter.as_ref(), || {
+                self.request_once(&ep, r, method, path, headers, what)
+            })
+            .map_err(ClientError::from)
     }
 
     /// One attempt of [`Registry::request`] (a refused token is still renewed once).
@@ -363,39 +368,9 @@ impl Registry {
         }
     }
 
-    /// Run `op` until it succeeds, fails finally, runs out of attempts, or the deadline passes.
-    pub fn with_retries<T>(
-        &self,
-        what: &str,
-        mut op: impl FnMut() -> Result<T, RegistryError>,
-    ) -> Result<T, RegistryError> {
-        let attempts = self.settings.attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            match op() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && attempt < attempts => {
-                    let delay = crate::registry::retry::backoff(attempt, e.retry_after());
-                    if let Some(deadline) = self.deadline {
-                        if Instant::now() + delay >= deadline {
-                            return Err(RegistryError::Deadline {
-                                seconds: self.settings.http.timeout.map_or(0, |t| t.as_secs()),
-                                last: e.to_string(),
-                            });
-                        }
-                    }
-                    self.reporter.retrying(what, attempt, delay, &e.to_string());
-                    std::thread::sleep(delay);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Attempts for a transient failure, as configured.
-    pub fn attempts(&self) -> u32 {
-        self.settings.attempts.max(1)
+    /// The retry policy every request of this run follows (blob streams use it too).
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     pub fn reporter(&self) -> &Arc<dyn Reporter> {

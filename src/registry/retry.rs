@@ -1,13 +1,16 @@
-//! When to try again: one pure classifier over errors, and the backoff schedule
-//! (SPEC: Registry protocol, transient failures; STYLE: Network).
+//! When to try again: one pure classifier over errors, the backoff schedule, and the one loop
+//! that every retried operation goes through ([`RetryPolicy::run`]: manifests, tokens, blob
+//! streams), which checks the deadline before each wait and, when it gives up, says how many
+//! attempts it made and for how long (SPEC: Registry protocol, transient failures; `--retries`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The test suite sets `IMAGEC_RETRY_BASE_MS=0` so that retries cost no wall time.
-const BASE_ENV: &str = "IMAGEC_RETRY_BASE_MS";
+use crate::report::Reporter;
+
 /// First backoff step; doubles per attempt. 500 ms keeps a 5-attempt run of refused
-/// connections well inside SPEC's "fails within about a minute".
-const DEFAULT_BASE: Duration = Duration::from_millis(500);
+/// connections well inside SPEC's "fails within about a minute". The test suite sets
+/// `IMAGEC_RETRY_BASE_MS=0` (read by the settings) so that retries cost no wall time.
+pub const DEFAULT_BASE: Duration = Duration::from_millis(500);
 /// No single wait is longer than this, whatever the server's Retry-After says.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
 
@@ -97,10 +100,85 @@ pub fn ureq_is_transient(error: &ureq::Error) -> bool {
     }
 }
 
-/// How long to wait before attempt `attempt + 1` (attempt counts from 1): exponential from the
-/// base, with full jitter in [d/2, d], unless the server said when (`Retry-After`).
-pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    schedule(base_delay(), attempt, retry_after, jitter())
+/// What a retried operation's error must tell the loop.
+pub trait Retryable: Sized + std::fmt::Display {
+    /// Worth another attempt?
+    fn is_transient(&self) -> bool;
+    /// The server's `Retry-After`, when it sent one.
+    fn retry_after(&self) -> Option<Duration>;
+    /// The final error after `attempts` attempts over `elapsed`.
+    fn retried(self, attempts: u32, elapsed: Duration) -> Self;
+    /// The error for a run whose `--timeout` of `seconds` would pass during the next wait.
+    fn deadline(seconds: u64, last: String) -> Self;
+}
+
+/// How often and how patiently to try again; resolved once from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all (`--retries`), at least 1.
+    pub attempts: u32,
+    /// First backoff step.
+    pub base: Duration,
+    /// The whole run's deadline (`--timeout`) and its length.
+    pub deadline: Option<(Instant, Duration)>,
+}
+
+impl RetryPolicy {
+    /// Run `op` until it succeeds, fails finally, runs out of attempts, or the deadline would
+    /// pass during the wait. `op` is told nothing and reports nothing about progress; see
+    /// [`RetryPolicy::run_resumable`] for operations that continue where they stopped.
+    pub fn run<T, E: Retryable>(
+        &self,
+        what: &str,
+        reporter: &dyn Reporter,
+        mut op: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_resumable(what, reporter, |_| op())
+    }
+
+    /// Like [`RetryPolicy::run`], for an operation that resumes (a blob stream continued with
+    /// Range): when an attempt sets its `progressed` flag, the stream is not failing but flaky,
+    /// so the count of attempts starts again (the run stays bounded by `--timeout`).
+    pub fn run_resumable<T, E: Retryable>(
+        &self,
+        what: &str,
+        reporter: &dyn Reporter,
+        mut op: impl FnMut(&mut bool) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let attempts = self.attempts.max(1);
+        let start = Instant::now();
+        let mut total = 0;
+        let mut attempt = 1;
+        loop {
+            let mut progressed = false;
+            total += 1;
+            match op(&mut progressed) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() => {
+                    if progressed {
+                        attempt = 1;
+                    }
+                    if attempt >= attempts {
+                        return Err(if total > 1 {
+                            e.retried(total, start.elapsed())
+                        } else {
+                            e
+                        });
+                    }
+                    let delay = schedule(self.base, attempt, e.retry_after(), jitter());
+                    if let Some((deadline, length)) = self.deadline {
+                        if Instant::now() + delay >= deadline {
+                            return Err(E::deadline(length.as_secs(), e.to_string()));
+                        }
+                    }
+                    reporter.retrying(what, attempt, delay, &e.to_string());
+                    std::thread::sleep(delay);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// The pure part of [`backoff`]: `jitter` in [0, 1).
@@ -115,14 +193,6 @@ fn schedule(base: Duration, attempt: u32, retry_after: Option<Duration>, jitter:
     let exp = exp.min(MAX_DELAY);
     let half = exp / 2;
     half + half.mul_f64(jitter)
-}
-
-fn base_delay() -> Duration {
-    std::env::var(BASE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_BASE)
 }
 
 /// A number in [0, 1) that differs between processes and calls; good enough to spread retries.

@@ -13,6 +13,7 @@
 
 mod diffids;
 pub mod gc;
+pub mod ingest;
 pub mod walk;
 
 use std::fs::{self, File};
@@ -256,10 +257,9 @@ impl Store {
 
     /// Move a verified partial download into `blobs/`: sync the data first so that a crash
     /// after the rename can never leave a short file under a digest name.
-    pub fn commit_partial(&self, file: File, d: &Digest) -> Result<(), StoreError> {
+    pub fn commit_partial(&self, file: &File, d: &Digest) -> Result<(), StoreError> {
         let from = self.partial_path(d);
         file.sync_data().map_err(io_err("syncing", &from))?;
-        drop(file);
         let dest = self.blob_path(d);
         fs::rename(&from, &dest).map_err(io_err("renaming into", &dest))
     }
