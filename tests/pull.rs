@@ -679,3 +679,75 @@ fn an_explicit_platform_a_single_platform_image_lacks_is_not_found() {
         .arg(&name))
     .expect(0);
 }
+
+#[test]
+fn dry_run_prints_the_plan_and_downloads_and_creates_nothing() {
+    let plain = world().plain();
+    let reg = plain.host();
+    let base = random_layer(60, 300_000);
+    let a = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![base.clone(), random_layer(61, 2000)],
+    );
+    let b = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![base.clone(), random_layer(62, 3000)],
+    );
+    push_image(&reg, "pull/dry-a", "1", &a);
+    push_image(&reg, "pull/dry-b", "1", &b);
+    let (na, nb) = (format!("{reg}/pull/dry-a:1"), format!("{reg}/pull/dry-b:1"));
+    let dest = fresh_dest();
+    let size = |img: &Image| {
+        img.config.data.len() + img.layers.iter().map(|l| l.data.len()).sum::<usize>()
+    };
+
+    let out = pull(&dest, &["--dry-run", "--json", &na, &nb]).expect(0);
+    assert!(!dest.exists(), "a dry run created the store");
+    assert_eq!(plain.count("GET", "/pull/dry-a/blobs/"), 0);
+    assert_eq!(plain.count("GET", "/pull/dry-b/blobs/"), 0);
+    let plan = out.json();
+    assert_eq!(plan["references"][1]["digest"], b.digest.as_str());
+    // The shared base once; five blobs in all, largest first.
+    let blobs = plan["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), 5, "{plan}");
+    assert_eq!(blobs[0]["digest"], base.digest.as_str());
+    assert!(blobs
+        .windows(2)
+        .all(|w| w[0]["size"].as_u64() >= w[1]["size"].as_u64()));
+    assert_eq!(
+        plan["download_bytes"],
+        (size(&a) + size(&b) - base.data.len()) as u64
+    );
+
+    // With a in the store, only b's own blobs are left; the human table lists them.
+    pull(&dest, &["-q", &na]).expect(0);
+    let listing = std::fs::read_dir(&dest).unwrap().count();
+    let out = pull(&dest, &["--dry-run", &na, &nb]).expect(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert!(lines[1].starts_with(&b.layers[1].digest), "{}", out.stdout);
+    assert!(lines[2].starts_with(&b.config.digest), "{}", out.stdout);
+    assert!(
+        lines[3].starts_with("would download 2 blobs")
+            && lines[3].contains("(3 already in the store)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), listing);
+    assert!(!entry_exists(&dest, &nb));
+    // A reference that does not resolve is reported with pull's exit code.
+    let out = pull(&dest, &["--dry-run", &format!("{reg}/pull/dry-none:1")]).expect(4);
+    assert!(out.stderr.contains("dry-none"), "{}", out.stderr);
+}
+
+fn entry_exists(dest: &Path, name: &str) -> bool {
+    index(dest)["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["annotations"]["org.opencontainers.image.ref.name"] == name)
+}

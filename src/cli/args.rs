@@ -59,6 +59,9 @@ pub struct PullArgs {
     /// Images to pull: [registry[:port]/]repository[:tag][@digest]
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,
+    /// Resolve the references and print what would be downloaded; download and create nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

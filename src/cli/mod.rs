@@ -109,6 +109,9 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     let refs = parse_references(&a.references)?;
     let registries: Vec<&str> = refs.iter().map(|r| r.registry()).collect();
     let settings = Settings::from_args(&a.common, &registries)?;
+    if a.dry_run {
+        return dry_run(&settings, &refs);
+    }
     let reporter = reporter_for(&settings, true);
     let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
     let store = with_context(Store::create(&settings.dest), || {
@@ -167,6 +170,40 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
         );
         return Ok(crate::interrupt::EXIT_CODE);
     }
+    Ok(code)
+}
+
+/// `pull --dry-run`: resolve every reference (reading, never writing, the store), plan, and
+/// print the plan. Nothing is downloaded or created.
+fn dry_run(settings: &Settings, refs: &[crate::reference::Reference]) -> Result<u8, Failure> {
+    let registry = Registry::new(settings.registry.clone(), reporter_for(settings, false))?;
+    let store = with_context(Store::open(&settings.dest), || {
+        format!("opening store {}", settings.dest.display())
+    })?;
+    let mut code = error::SUCCESS;
+    let mut resolved = Vec::new();
+    for r in refs {
+        match resolve(&registry, store.as_ref(), r, &settings.platform) {
+            Ok(res) => resolved.push(Some(res)),
+            Err(e) => {
+                let e = Error::from(e);
+                report_error(Some(&format!("resolving {r}")), &e);
+                if code == error::SUCCESS {
+                    code = e.exit_code();
+                }
+                resolved.push(None);
+            }
+        }
+    }
+    let plan = crate::pull::plan::Plan::build(
+        store.as_ref(),
+        &resolved.iter().map(Option::as_ref).collect::<Vec<_>>(),
+    );
+    let text = match settings.output {
+        OutputMode::Json => output::json_pretty(&output::plan_doc(&plan, &resolved)),
+        OutputMode::Quiet | OutputMode::Human => output::plan_table(&plan),
+    };
+    emit(&mut io::stdout().lock(), &text)?;
     Ok(code)
 }
 

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::cli::progress::human_size;
 use crate::digest::Digest;
 use crate::manifest::{self, media, Descriptor, ImageConfig};
+use crate::pull::plan::Plan;
 use crate::pull::resolve::{Content, Resolved};
 use crate::pull::transfer::{read_small_blob, stored_diff_id, TransferError, MAX_CONFIG};
 use crate::pull::PullReport;
@@ -32,6 +33,57 @@ pub fn pull_summary(r: &PullReport) -> String {
         human_size(r.bytes_downloaded),
         r.elapsed_ms as f64 / 1000.0
     )
+}
+
+/// `pull --dry-run --json`: what each reference resolved to, every blob of the plan with
+/// whether the store holds it, and what would be downloaded.
+pub fn plan_doc(plan: &Plan, resolved: &[Option<Resolved>]) -> Value {
+    let references: Vec<Value> = resolved
+        .iter()
+        .flatten()
+        .map(|r| {
+            json!({
+                "reference": r.reference.to_string(),
+                "digest": r.top.digest,
+                "media_type": r.top_media_type(),
+            })
+        })
+        .collect();
+    json!({
+        "references": references,
+        "blobs": plan.blobs,
+        "download_blobs": plan.missing().count(),
+        "download_bytes": plan.download_bytes(),
+    })
+}
+
+/// `pull --dry-run`: each blob to download with its size, then the total.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut table = vec![vec![
+        "DIGEST".to_string(),
+        "SIZE".to_string(),
+        "FROM".to_string(),
+    ]];
+    for b in plan.missing() {
+        table.push(vec![
+            b.digest.to_string(),
+            human_size(b.size),
+            b.source.to_string(),
+        ]);
+    }
+    let present = plan.blobs.len() - plan.missing().count();
+    let mut out = if table.len() > 1 {
+        align(&table)
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "would download {} blobs, {} ({} already in the store)\n",
+        plan.missing().count(),
+        human_size(plan.download_bytes()),
+        present
+    ));
+    out
 }
 
 /// One row of `layers` (SPEC: `layers --json`).

@@ -2,6 +2,7 @@
 //! once, whichever image or platform shares it), then store manifests and index entries in
 //! the order `store` documents: blobs, then manifests, then the index entry.
 
+pub mod plan;
 pub mod pool;
 pub mod resolve;
 pub mod transfer;
@@ -11,11 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use self::plan::Plan;
 use crate::digest::Digest;
 use crate::manifest::{self, media, media::Kind, Descriptor, ImageConfig, ImageManifest};
 use crate::platform::PlatformChoice;
 use crate::pull::resolve::{resolve, Content, ResolveError, Resolved, ResolvedImage};
-use crate::pull::transfer::{fetch_all, BlobJob, TransferError};
+use crate::pull::transfer::{fetch_all, TransferError};
 use crate::reference::Reference;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError, REF_NAME, SOURCE_DIGEST, SOURCE_MEDIA_TYPE};
@@ -88,29 +90,14 @@ pub fn pull(
         .map(|r| (r.clone(), resolve(registry, Some(store), r, &opts.platform)))
         .collect();
 
-    // The plan: every blob of every resolved image; which were already in the store; and which
-    // reference fetches each shared blob (the first that needs it is charged for its bytes).
-    let mut jobs = Vec::new();
-    let mut cached = HashSet::new();
-    let mut owner: HashMap<Digest, usize> = HashMap::new();
-    for (i, (_, res)) in resolved.iter().enumerate() {
-        let Ok(res) = res else { continue };
-        for img in &res.images {
-            let schema1 = matches!(img.content, Content::Schema1 { .. });
-            for d in img.config().into_iter().chain(img.layers()) {
-                if store.has_blob(&d.digest, d.size) {
-                    cached.insert(d.digest.clone());
-                }
-                owner.entry(d.digest.clone()).or_insert(i);
-                jobs.push(BlobJob {
-                    source: res.reference.clone(),
-                    descriptor: d.clone(),
-                    diff_id: schema1,
-                });
-            }
-        }
-    }
-    let fetched = fetch_all(registry, store, jobs, opts.jobs);
+    let plan = Plan::build(
+        Some(store),
+        &resolved
+            .iter()
+            .map(|(_, r)| r.as_ref().ok())
+            .collect::<Vec<_>>(),
+    );
+    let fetched = fetch_all(registry, store, &plan, opts.jobs);
     let outcome: HashMap<Digest, Outcome> = fetched
         .into_iter()
         .map(|f| (f.digest, (f.bytes_received, f.result.map_err(Arc::new))))
@@ -140,11 +127,11 @@ pub fn pull(
                 }
                 let bytes: u64 = outcome
                     .iter()
-                    .filter(|(d, _)| owner.get(*d) == Some(&i))
+                    .filter(|(d, _)| plan.owner(d) == Some(i))
                     .map(|(_, (n, _))| *n)
                     .sum();
                 let stored = store_reference(store, &res, opts, &diff_ids)?;
-                Ok(report(store, &res, stored, &cached, opts, bytes, start))
+                Ok(report(store, &res, stored, &plan, opts, bytes, start))
             });
             (r, result)
         })
@@ -322,7 +309,7 @@ fn report(
     store: &Store,
     res: &Resolved,
     stored: Stored,
-    cached: &HashSet<Digest>,
+    plan: &Plan,
     opts: &PullOptions,
     bytes_downloaded: u64,
     start: Instant,
@@ -352,7 +339,7 @@ fn report(
             digest: l.digest.clone(),
             size: l.size,
             media_type: l.media_type.clone(),
-            cached: cached.contains(&l.digest),
+            cached: plan.is_present(&l.digest),
         })
         .collect();
     PullReport {

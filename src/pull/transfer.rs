@@ -3,10 +3,10 @@
 //! the store, and committing it only when size and digest match. A stream that breaks
 //! mid-blob continues with `Range` from the byte it reached, keeping the hash state.
 
-use std::collections::HashSet;
 use std::io::{self, Read};
 use std::time::Instant;
 
+use super::plan::{Plan, PlannedBlob};
 use crate::digest::Digest;
 use crate::layer::diffid;
 use crate::manifest::Descriptor;
@@ -17,15 +17,6 @@ use crate::store::{Store, StoreError};
 
 /// Configs are small; a "config" larger than this is not one we will hold in memory.
 pub const MAX_CONFIG: u64 = 16 << 20;
-
-/// A blob to fetch and the repository to fetch it from.
-#[derive(Debug, Clone)]
-pub struct BlobJob {
-    pub source: Reference,
-    pub descriptor: Descriptor,
-    /// Also compute the layer's diff_id (schema1 layers: their config is made from these).
-    pub diff_id: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -80,47 +71,19 @@ pub struct Fetched {
     pub result: Result<Option<(Digest, bool)>, TransferError>,
 }
 
-/// Fetch every blob in `jobs` that the store lacks, each distinct digest once, at most
-/// `parallel` at a time. Larger blobs start first: the last one to finish decides the wall
-/// time, so the big ones must not be queued behind small ones.
-pub fn fetch_all(
-    registry: &Registry,
-    store: &Store,
-    jobs: Vec<BlobJob>,
-    parallel: usize,
-) -> Vec<Fetched> {
-    // One job per digest; its diff_id is wanted if any image sharing it wants it.
-    let want_diff_id: HashSet<Digest> = jobs
-        .iter()
-        .filter(|j| j.diff_id)
-        .map(|j| j.descriptor.digest.clone())
-        .collect();
-    let mut seen = HashSet::new();
-    let mut unique: Vec<BlobJob> = jobs
-        .into_iter()
-        .filter(|j| seen.insert(j.descriptor.digest.clone()))
-        .map(|j| BlobJob {
-            diff_id: want_diff_id.contains(&j.descriptor.digest),
-            ..j
-        })
-        .collect();
-    unique.sort_by_key(|j| std::cmp::Reverse(j.descriptor.size));
-    let missing: Vec<u64> = unique
-        .iter()
-        .filter(|j| !store.has_blob(&j.descriptor.digest, j.descriptor.size))
-        .map(|j| j.descriptor.size)
-        .collect();
-    registry.reporter().transfer_planned(
-        missing.len(),
-        missing.iter().fold(0u64, |a, b| a.saturating_add(*b)),
-    );
-    let fetched = super::pool::in_order(&unique, parallel, |j| fetch_one(registry, store, j));
+/// Fetch every blob of the plan that the store lacks, at most `parallel` at a time, in the
+/// plan's order (largest first).
+pub fn fetch_all(registry: &Registry, store: &Store, plan: &Plan, parallel: usize) -> Vec<Fetched> {
+    registry
+        .reporter()
+        .transfer_planned(plan.missing().count(), plan.download_bytes());
+    let fetched = super::pool::in_order(&plan.blobs, parallel, |b| fetch_one(registry, store, b));
     registry.reporter().transfer_finished();
     fetched
 }
 
-fn fetch_one(registry: &Registry, store: &Store, job: &BlobJob) -> Fetched {
-    let d = &job.descriptor;
+fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob) -> Fetched {
+    let d = &job.descriptor();
     let reporter = registry.reporter();
     let fetched = |bytes_received, result| Fetched {
         digest: d.digest.clone(),
@@ -180,11 +143,11 @@ pub fn stored_diff_id(
 /// run's retry policy (an attempt that moved forward starts the count again).
 fn download(
     registry: &Registry,
-    job: &BlobJob,
+    job: &PlannedBlob,
     mut ingest: Ingest<'_>,
     received: &mut u64,
 ) -> Result<Option<(Digest, bool)>, TransferError> {
-    let d = &job.descriptor;
+    let d = &job.descriptor();
     let reporter = registry.reporter();
     let url = || {
         registry
