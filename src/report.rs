@@ -1,5 +1,6 @@
 //! Events the library reports while it works. The binary decides how they look (indicatif bars,
-//! plain lines for CI logs, nothing); the library never prints (STYLE: Output).
+//! plain lines for CI logs, nothing); the library never prints (STYLE: Output). `-v` lines are
+//! not events: they go through the `log` facade, and the binary installs the logger.
 
 use std::time::Duration;
 
@@ -26,12 +27,6 @@ pub trait Reporter: Send + Sync {
     fn blob_skipped(&self, _digest: &Digest, _size: u64) {}
     /// A transient failure; the operation will be tried again after `delay`.
     fn retrying(&self, _what: &str, _attempt: u32, _delay: Duration, _error: &str) {}
-    /// `-v`: one line per HTTP request and decision. Never called with a secret.
-    fn verbose(&self, _message: &str) {}
-    /// Whether `verbose` lines are wanted (saves formatting them otherwise).
-    fn is_verbose(&self) -> bool {
-        false
-    }
 }
 
 /// Reports nothing.

@@ -4,6 +4,7 @@
 //! with the reference they concern (STYLE: Errors and exit codes).
 
 pub mod args;
+pub mod logging;
 pub mod progress;
 pub mod render;
 pub mod settings;
@@ -92,16 +93,20 @@ fn stdout_error(e: io::Error) -> Failure {
     )
 }
 
+/// The reporter for a command's events, and the `-v` logger to go with it.
 fn reporter_for(settings: &Settings, progress: bool) -> Arc<dyn Reporter> {
     if !progress || settings.output != OutputMode::Human {
-        return Arc::new(QuietReporter {
-            verbose: settings.verbose,
-        });
+        logging::install(settings.verbose, None);
+        return Arc::new(QuietReporter);
     }
-    if io::stderr().is_terminal() {
-        Arc::new(BarReporter::new(settings.verbose))
+    // TERM=dumb is not a terminal for bars (SPEC: Output).
+    if io::stderr().is_terminal() && !settings.dumb_terminal {
+        let bars = BarReporter::new();
+        logging::install(settings.verbose, Some(bars.lines()));
+        Arc::new(bars)
     } else {
-        Arc::new(PlainReporter::new(settings.verbose))
+        logging::install(settings.verbose, None);
+        Arc::new(PlainReporter::new())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reporters the binary chooses from: indicatif bars on a terminal, plain lines when stderr is
 //! not a terminal (CI logs: one line when a blob starts, one when it is done or skipped, a
-//! progress line at most every few seconds), or nothing (`-q`, `--json`). Verbose lines go
-//! to stderr in every mode when `-v` is given.
+//! progress line at most every few seconds), or nothing (`-q`, `--json`). `-v` lines come
+//! through the logger (`logging.rs`), above the bars when there are bars.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,37 +44,30 @@ fn retry_line(what: &str, attempt: u32, delay: Duration, error: &str) -> String 
     )
 }
 
-fn eprint_line(line: &str) {
+pub(crate) fn eprint_line(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
 }
 
-/// Errors and warnings only, plus `-v` lines.
-pub struct QuietReporter {
-    pub verbose: bool,
-}
+/// Errors and warnings only (`-v` lines still come through the logger).
+pub struct QuietReporter;
 
-impl Reporter for QuietReporter {
-    fn verbose(&self, message: &str) {
-        if self.verbose {
-            eprint_line(message);
-        }
-    }
-    fn is_verbose(&self) -> bool {
-        self.verbose
-    }
-}
+impl Reporter for QuietReporter {}
 
 /// Plain lines for logs.
 pub struct PlainReporter {
-    pub verbose: bool,
     state: Mutex<HashMap<Digest, (u64, u64, Instant)>>,
 }
 
+impl Default for PlainReporter {
+    fn default() -> Self {
+        PlainReporter::new()
+    }
+}
+
 impl PlainReporter {
-    pub fn new(verbose: bool) -> PlainReporter {
+    pub fn new() -> PlainReporter {
         PlainReporter {
-            verbose,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -149,32 +142,28 @@ impl Reporter for PlainReporter {
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         eprint_line(&retry_line(what, attempt, delay, error));
     }
-    fn verbose(&self, message: &str) {
-        if self.verbose {
-            eprint_line(message);
-        }
-    }
-    fn is_verbose(&self) -> bool {
-        self.verbose
-    }
 }
 
 /// One indicatif bar per blob on a terminal.
 pub struct BarReporter {
-    verbose: bool,
     multi: MultiProgress,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
     total: Mutex<Option<ProgressBar>>,
 }
 
+impl Default for BarReporter {
+    fn default() -> Self {
+        BarReporter::new()
+    }
+}
+
 impl BarReporter {
-    pub fn new(verbose: bool) -> BarReporter {
-        BarReporter::with_target(verbose, ProgressDrawTarget::stderr())
+    pub fn new() -> BarReporter {
+        BarReporter::with_target(ProgressDrawTarget::stderr())
     }
 
-    fn with_target(verbose: bool, target: ProgressDrawTarget) -> BarReporter {
+    fn with_target(target: ProgressDrawTarget) -> BarReporter {
         BarReporter {
-            verbose,
             multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
             total: Mutex::new(None),
@@ -185,6 +174,11 @@ impl BarReporter {
         if self.multi.println(msg).is_err() {
             eprint_line(msg);
         }
+    }
+
+    /// Where other lines (the `-v` log) must go while bars are drawn: above them.
+    pub fn lines(&self) -> MultiProgress {
+        self.multi.clone()
     }
 
     /// A bar above the total (which stays the last line), or at the end when there is none.
@@ -316,14 +310,6 @@ impl Reporter for BarReporter {
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         self.line(&retry_line(what, attempt, delay, error));
     }
-    fn verbose(&self, message: &str) {
-        if self.verbose {
-            self.line(message);
-        }
-    }
-    fn is_verbose(&self) -> bool {
-        self.verbose
-    }
 }
 
 #[cfg(test)]
@@ -335,7 +321,7 @@ mod tests {
         // Regression: after a registry ignored Range and the blob came again from zero, the
         // bars kept the discarded bytes and went past 100%.
         let d = Digest::sha256_of(b"blob");
-        let bars = BarReporter::with_target(false, ProgressDrawTarget::hidden());
+        let bars = BarReporter::with_target(ProgressDrawTarget::hidden());
         bars.transfer_planned(1, 1000);
         bars.blob_started(&d, 1000, 0);
         bars.blob_progress(&d, 600);
@@ -346,7 +332,7 @@ mod tests {
         let total = bars.total.lock().unwrap().as_ref().unwrap().position();
         assert_eq!(total, 1000);
 
-        let plain = PlainReporter::new(false);
+        let plain = PlainReporter::new();
         plain.blob_started(&d, 1000, 400);
         plain.blob_progress(&d, 200);
         plain.blob_restarted(&d, 600);

@@ -129,7 +129,7 @@ pub fn layer_rows(
                 .collect())
         }
         Content::Schema1 { manifest, layers } => {
-            let ids = stored_diff_ids(registry, store, layers);
+            let ids = stored_diff_ids(store, layers);
             Ok(layers
                 .iter()
                 .zip(manifest.layers())
@@ -142,19 +142,13 @@ pub fn layer_rows(
 
 /// Schema1 layers' diff_ids, for the layers the store holds (a local pass over each); the
 /// others cannot be known without downloading them.
-fn stored_diff_ids(
-    registry: &Registry,
-    store: Option<&Store>,
-    layers: &[Descriptor],
-) -> Vec<Option<Digest>> {
+fn stored_diff_ids(store: Option<&Store>, layers: &[Descriptor]) -> Vec<Option<Digest>> {
     layers
         .iter()
         .map(|l| {
             let store = store?;
             store.has_blob(&l.digest, l.size).then_some(())?;
-            stored_diff_id(store, &l.digest, registry.reporter().as_ref())
-                .ok()
-                .map(|(d, _)| d)
+            stored_diff_id(store, &l.digest).ok().map(|(d, _)| d)
         })
         .collect()
 }
@@ -215,7 +209,7 @@ pub fn inspect_doc(
             m.config.digest.clone(),
         ),
         Content::Schema1 { manifest, layers } => {
-            let bytes = manifest.config(&stored_diff_ids(registry, store, layers));
+            let bytes = manifest.config(&stored_diff_ids(store, layers));
             let digest = Digest::sha256_of(&bytes);
             (bytes, digest)
         }

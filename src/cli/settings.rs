@@ -52,6 +52,8 @@ pub struct Settings {
     pub format: Format,
     pub output: OutputMode,
     pub verbose: bool,
+    /// `TERM=dumb`: no bars, plain lines (SPEC: Output).
+    pub dumb_terminal: bool,
     pub registry: RegistrySettings,
 }
 
@@ -88,6 +90,7 @@ impl Settings {
                 OutputMode::Human
             },
             verbose: a.verbose,
+            dumb_terminal: env.term.as_deref() == Some("dumb"),
             registry: RegistrySettings {
                 http: HttpSettings {
                     ca_certs: a.ca_cert.clone(),
@@ -118,6 +121,7 @@ pub struct Env {
     password: Option<String>,
     docker_config: Option<PathBuf>,
     home: Option<PathBuf>,
+    term: Option<String>,
     /// Test-only: backoff base, connect timeout and stall timeout in milliseconds.
     retry_base: Option<Duration>,
     connect_timeout: Option<Duration>,
@@ -143,6 +147,7 @@ impl Env {
                 .filter(|p| !p.is_empty()),
             docker_config: path("DOCKER_CONFIG"),
             home: path("HOME"),
+            term: std::env::var("TERM").ok(),
             retry_base: millis("IMAGEC_RETRY_BASE_MS"),
             connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
             stall_timeout: millis("IMAGEC_STALL_TIMEOUT_MS"),

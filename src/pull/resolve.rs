@@ -285,10 +285,7 @@ fn fetch_top(
                 let digest_ok = reference.digest().is_none_or(|d| d == &head.digest);
                 if digest_ok {
                     if let Some(bytes) = store.read_blob(&head.digest, MAX_MANIFEST)? {
-                        registry.reporter().verbose(&format!(
-                            "manifest {} is in the store: not fetching it",
-                            head.digest
-                        ));
+                        log::info!("manifest {} is in the store: not fetching it", head.digest);
                         return Ok(RawManifest {
                             media_type: head.media_type,
                             bytes,

@@ -109,24 +109,18 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob) -> Fetched {
     reporter.blob_skipped(&d.digest, d.size);
     let result = match job.diff_id {
         false => Ok(None),
-        true => stored_diff_id(store, &d.digest, reporter.as_ref()).map(Some),
+        true => stored_diff_id(store, &d.digest).map(Some),
     };
     fetched(0, result)
 }
 
 /// The diff_id of a layer already in the store: its record when there is one, else computed
 /// from the file (a local pass) and recorded, so that it is computed once per store.
-pub fn stored_diff_id(
-    store: &Store,
-    digest: &Digest,
-    reporter: &dyn crate::report::Reporter,
-) -> Result<(Digest, bool), TransferError> {
+pub fn stored_diff_id(store: &Store, digest: &Digest) -> Result<(Digest, bool), TransferError> {
     if let Some(known) = store.recorded_diff_id(digest) {
         return Ok(known);
     }
-    if reporter.is_verbose() {
-        reporter.verbose(&format!("computing the diff_id of {digest} from the store"));
-    }
+    log::info!("computing the diff_id of {digest} from the store");
     let (diff_id, gzip) = diffid::of_file(&store.blob_path(digest), digest).map_err(|source| {
         TransferError::Layer {
             digest: digest.clone(),

@@ -2,7 +2,6 @@
 //! credentials never reach another origin (SPEC: Registry protocol, last rule).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ureq::http::{Response, StatusCode};
@@ -11,7 +10,6 @@ use ureq::Body;
 
 use super::errors::RegistryError;
 use crate::registry::credentials::Secret;
-use crate::report::Reporter;
 
 /// How the agent is built; resolved once from flags.
 #[derive(Debug, Clone)]
@@ -55,7 +53,6 @@ const MAX_REDIRECTS: usize = 10;
 
 pub struct Http {
     agent: ureq::Agent,
-    reporter: Arc<dyn Reporter>,
     /// `--timeout` bounds the whole run: each request gets what is left of it, and ureq keeps
     /// counting while the body is read.
     deadline: Option<(Instant, Duration)>,
@@ -77,10 +74,7 @@ impl Method {
 }
 
 impl Http {
-    pub fn new(
-        settings: &HttpSettings,
-        reporter: Arc<dyn Reporter>,
-    ) -> Result<Http, TlsSetupError> {
+    pub fn new(settings: &HttpSettings) -> Result<Http, TlsSetupError> {
         let mut tls = TlsConfig::builder().disable_verification(settings.insecure_skip_verify);
         if !settings.ca_certs.is_empty() {
             tls = tls.root_certs(root_certs_with(&settings.ca_certs)?);
@@ -96,7 +90,6 @@ impl Http {
             .build();
         Ok(Http {
             agent: config.into(),
-            reporter,
             deadline: settings
                 .timeout
                 .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
@@ -139,10 +132,7 @@ impl Http {
             }
             let shown = loggable(&current);
             let resp = req.call().map_err(|e| {
-                if self.reporter.is_verbose() {
-                    self.reporter
-                        .verbose(&format!("{} {shown} -> error: {e}", method.as_str()));
-                }
+                log::info!("{} {shown} -> error: {e}", method.as_str());
                 RegistryError::Transport {
                     method: method.as_str(),
                     url: shown.clone(),
@@ -150,19 +140,17 @@ impl Http {
                 }
             })?;
             let status = resp.status();
-            if self.reporter.is_verbose() {
-                self.reporter.verbose(&format!(
-                    "{} {shown} -> {} ({} ms{})",
-                    method.as_str(),
-                    status.as_u16(),
-                    start.elapsed().as_millis(),
-                    if auth.is_some() && same_origin {
-                        ", with credentials"
-                    } else {
-                        ""
-                    }
-                ));
-            }
+            log::info!(
+                "{} {shown} -> {} ({} ms{})",
+                method.as_str(),
+                status.as_u16(),
+                start.elapsed().as_millis(),
+                if auth.is_some() && same_origin {
+                    ", with credentials"
+                } else {
+                    ""
+                }
+            );
             if !is_redirect(status) {
                 return Ok(resp);
             }
@@ -172,11 +160,11 @@ impl Http {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| resolve(&current, l))
                 .ok_or_else(|| RegistryError::BadRedirect { url: shown.clone() })?;
-            if self.reporter.is_verbose() && auth.is_some() && origin_of(&location) != origin {
-                self.reporter.verbose(&format!(
+            if auth.is_some() && origin_of(&location) != origin {
+                log::info!(
                     "redirect to another origin ({}): not sending credentials",
                     origin_of(&location)
-                ));
+                );
             }
             current = location;
         }

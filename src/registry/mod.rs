@@ -95,7 +95,7 @@ impl Registry {
         settings: RegistrySettings,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Registry, http::TlsSetupError> {
-        let http = Http::new(&settings.http, reporter.clone())?;
+        let http = Http::new(&settings.http)?;
         Ok(Registry {
             http,
             retry: RetryPolicy {
@@ -256,8 +256,8 @@ impl Registry {
         let ep = self.retry.run("", self.reporter.as_ref(), || {
             probe(&self.http, &host, allow_http, credentials.clone())
         })?;
-        if self.reporter.is_verbose() {
-            self.reporter.verbose(&format!(
+        if log::log_enabled!(log::Level::Info) {
+            log::info!(
                 "registry {host}: {} ({})",
                 ep.base,
                 match &ep.scheme {
@@ -265,7 +265,7 @@ impl Registry {
                     auth::Scheme::Basic => "basic authentication".to_string(),
                     auth::Scheme::Bearer { realm, .. } => format!("bearer tokens from {realm}"),
                 },
-            ));
+            );
         }
         let ep = Arc::new(ep);
         endpoints.insert(host, ep.clone());
@@ -328,10 +328,7 @@ impl Registry {
                 401 if ep.uses_tokens() && !renewed && !insufficient_scope(&resp) => {
                     ep.invalidate(&scope);
                     renewed = true;
-                    if self.reporter.is_verbose() {
-                        self.reporter
-                            .verbose("token refused: fetching a new one and retrying");
-                    }
+                    log::info!("token refused: fetching a new one and retrying");
                     continue;
                 }
                 401 => {
