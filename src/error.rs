@@ -16,6 +16,8 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const AUTH: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
+/// Interrupted (Ctrl-C): 128 + SIGINT, as shells report it.
+pub const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,7 +86,7 @@ fn transfer_code(e: &TransferError) -> u8 {
     match e {
         TransferError::Client(c) => client_code(c),
         TransferError::Store(_) | TransferError::Ingest(_) | TransferError::Layer { .. } => FAILURE,
-        TransferError::Interrupted { .. } => crate::interrupt::EXIT_CODE,
+        TransferError::Interrupted { .. } => INTERRUPTED,
     }
 }
 

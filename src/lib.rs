@@ -11,10 +11,10 @@
 //! - `manifest`, `reference`, `digest`, `platform`: the data types every step shares.
 //!
 //! `registry` and `store` never import each other; `pull` joins them.
+pub mod cancel;
 pub mod cli;
 pub mod digest;
 pub mod error;
-pub mod interrupt;
 pub mod layer;
 pub mod manifest;
 pub mod platform;

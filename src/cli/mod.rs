@@ -4,6 +4,7 @@
 //! with the reference they concern (STYLE: Errors and exit codes).
 
 pub mod args;
+pub mod interrupt;
 pub mod logging;
 pub mod progress;
 pub mod render;
@@ -130,11 +131,12 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
         platform: settings.platform.clone(),
         jobs: settings.jobs,
         format: settings.format,
+        cancel: crate::cancel::Cancel::new(),
     };
     let mut code = error::SUCCESS;
     let mut out = io::stdout().lock();
     let mut stdout_open = true;
-    crate::interrupt::install();
+    interrupt::install(opts.cancel.clone());
     for (r, result) in pull(&registry, &store, &refs, &opts) {
         match result {
             Ok(report) => {
@@ -157,7 +159,7 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
                 }
             }
             // Said once below, not once per reference.
-            Err(_) if crate::interrupt::requested() => {}
+            Err(_) if opts.cancel.is_cancelled() => {}
             Err(e) => {
                 let e = Error::from(e);
                 report_error(Some(&format!("pulling {r}")), &e);
@@ -167,13 +169,13 @@ fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
             }
         }
     }
-    if crate::interrupt::requested() {
+    if opts.cancel.is_cancelled() {
         let _ = writeln!(
             io::stderr(),
             "imagec: interrupted; what arrived is kept in {} and the next pull resumes it",
             store.root().join(".imagec/partial").display()
         );
-        return Ok(crate::interrupt::EXIT_CODE);
+        return Ok(error::INTERRUPTED);
     }
     Ok(code)
 }

@@ -36,6 +36,8 @@ pub struct PullOptions {
     pub platform: PlatformChoice,
     pub jobs: usize,
     pub format: Format,
+    /// Set by the command layer on Ctrl-C: transfers stop at their next chunk.
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What `pull --json` prints for one reference (SPEC: Output).
@@ -97,7 +99,7 @@ pub fn pull(
             .map(|(_, r)| r.as_ref().ok())
             .collect::<Vec<_>>(),
     );
-    let fetched = fetch_all(registry, store, &plan, opts.jobs);
+    let fetched = fetch_all(registry, store, &plan, opts.jobs, &opts.cancel);
     let outcome: HashMap<Digest, Outcome> = fetched
         .into_iter()
         .map(|f| (f.digest, (f.bytes_received, f.result.map_err(Arc::new))))

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::time::Instant;
 
 use super::plan::{Plan, PlannedBlob};
+use crate::cancel::Cancel;
 use crate::digest::Digest;
 use crate::layer::diffid;
 use crate::manifest::Descriptor;
@@ -73,16 +74,24 @@ pub struct Fetched {
 
 /// Fetch every blob of the plan that the store lacks, at most `parallel` at a time, in the
 /// plan's order (largest first).
-pub fn fetch_all(registry: &Registry, store: &Store, plan: &Plan, parallel: usize) -> Vec<Fetched> {
+pub fn fetch_all(
+    registry: &Registry,
+    store: &Store,
+    plan: &Plan,
+    parallel: usize,
+    cancel: &Cancel,
+) -> Vec<Fetched> {
     registry
         .reporter()
         .transfer_planned(plan.missing().count(), plan.download_bytes());
-    let fetched = super::pool::in_order(&plan.blobs, parallel, |b| fetch_one(registry, store, b));
+    let fetched = super::pool::in_order(&plan.blobs, parallel, |b| {
+        fetch_one(registry, store, b, cancel)
+    });
     registry.reporter().transfer_finished();
     fetched
 }
 
-fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob) -> Fetched {
+fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Cancel) -> Fetched {
     let d = &job.descriptor();
     let reporter = registry.reporter();
     let fetched = |bytes_received, result| Fetched {
@@ -98,7 +107,7 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob) -> Fetched {
             Ok(Begin::Present) => {}
             Ok(Begin::Ingest(ingest)) => {
                 let mut received = 0;
-                let result = download(registry, job, *ingest, &mut received);
+                let result = download(registry, job, *ingest, cancel, &mut received);
                 if result.is_ok() {
                     reporter.blob_done(&d.digest, d.size);
                 }
@@ -139,6 +148,7 @@ fn download(
     registry: &Registry,
     job: &PlannedBlob,
     mut ingest: Ingest<'_>,
+    cancel: &Cancel,
     received: &mut u64,
 ) -> Result<Option<(Digest, bool)>, TransferError> {
     let d = &job.descriptor();
@@ -153,7 +163,7 @@ fn download(
         registry
             .retry_policy()
             .run_resumable(d.digest.short(), reporter.as_ref(), |progressed| {
-                if crate::interrupt::requested() {
+                if cancel.is_cancelled() {
                     return Err(TransferError::Interrupted {
                         digest: d.digest.clone(),
                     });
@@ -175,7 +185,7 @@ fn download(
                     reporter.blob_started(&d.digest, d.size, start);
                     started = true;
                 }
-                let result = copy_with_progress(body, &mut ingest, registry, received);
+                let result = copy_with_progress(body, &mut ingest, registry, cancel, received);
                 ingest.flush()?;
                 if ingest.offset() > offset {
                     *progressed = true;
@@ -216,6 +226,7 @@ fn copy_with_progress(
     mut body: Box<dyn Read + Send>,
     ingest: &mut Ingest<'_>,
     registry: &Registry,
+    cancel: &Cancel,
     received: &mut u64,
 ) -> Result<(), CopyError> {
     let reporter = registry.reporter();
@@ -224,7 +235,7 @@ fn copy_with_progress(
     let mut pending = 0u64;
     let mut last = Instant::now();
     let result = loop {
-        if crate::interrupt::requested() {
+        if cancel.is_cancelled() {
             break Err(CopyError::Interrupted);
         }
         let n = match body.read(&mut buf) {
