@@ -1,0 +1,133 @@
+//! Blob requests: a small blob (a config) read whole and verified, a blob stream opened at an
+//! offset with `Range` (and the server's answer to it checked), and a blob's size from `HEAD`.
+
+use std::io::Read;
+
+use super::http::{header, Method};
+use super::{ClientError, Registry, RegistryError, MAX_MANIFEST};
+use crate::digest::{Digest, Hasher, HashingReader};
+use crate::reference::Reference;
+
+impl Registry {
+    /// Read the small blob `d` (a config) into memory, verified, retrying the request and the
+    /// read together.
+    pub fn get_small_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let path = format!("blobs/{d}");
+        let ep = self.endpoint(r)?;
+        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
+        let bytes = self.retry.run("", self.reporter.as_ref(), || {
+            let resp = self.request_once(&ep, r, Method::Get, &path, &[], "blob")?;
+            let mut reader =
+                HashingReader::new(resp.into_body().into_reader(), Hasher::new(), size);
+            let mut bytes = Vec::with_capacity(size.min(MAX_MANIFEST) as usize);
+            reader
+                .read_to_end(&mut bytes)
+                .map_err(|source| RegistryError::Body {
+                    url: url.clone(),
+                    source,
+                })?;
+            reader
+                .finish(d)
+                .map_err(|source| RegistryError::Body {
+                    url: url.clone(),
+                    source,
+                })?
+                .map_err(|source| RegistryError::BlobVerify {
+                    digest: d.clone(),
+                    url: url.clone(),
+                    source,
+                })?;
+            Ok::<_, RegistryError>(bytes)
+        })?;
+        Ok(bytes)
+    }
+
+    /// Open a blob stream at `offset` (0 for the whole blob). Returns the reader and the offset
+    /// it actually starts at: 0 when the server ignored the Range and sent everything.
+    pub fn open_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<(Box<dyn Read + Send>, u64), ClientError> {
+        let path = format!("blobs/{digest}");
+        let mut headers = Vec::new();
+        if offset > 0 {
+            headers.push(("Range", format!("bytes={offset}-")));
+        }
+        let resp = self.request(r, Method::Get, &path, &headers, "blob")?;
+        let status = resp.status().as_u16();
+        let start = if offset > 0 && status == 206 {
+            let range = header(&resp, "content-range").unwrap_or("");
+            if parse_content_range_start(range) != Some(offset) {
+                return Err(RegistryError::BadRange {
+                    url: self.url_of(r, &path)?,
+                    status,
+                    offset,
+                    content_range: range.to_string(),
+                }
+                .into());
+            }
+            offset
+        } else {
+            0
+        };
+        Ok((Box::new(resp.into_body().into_reader()), start))
+    }
+
+    /// The size of a blob, from a `HEAD` (schema1 manifests do not carry layer sizes).
+    pub fn blob_size(&self, r: &Reference, digest: &Digest) -> Result<u64, ClientError> {
+        let path = format!("blobs/{digest}");
+        let resp = self.request(r, Method::Head, &path, &[], "blob")?;
+        header(&resp, "content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                ClientError::from(RegistryError::MissingLength {
+                    url: self.url_of(r, &path).unwrap_or_default(),
+                    status: resp.status().as_u16(),
+                })
+            })
+    }
+}
+
+/// `bytes 100-199/200` -> 100.
+fn parse_content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, _total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    (end >= start).then_some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(parse_content_range_start("bytes 100-199/*"), Some(100));
+        assert_eq!(parse_content_range_start("bytes 200-100/300"), None);
+        assert_eq!(parse_content_range_start("items 1-2/3"), None);
+        assert_eq!(parse_content_range_start(""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn content_range_never_panics(v in "\\PC{0,40}") {
+            let _ = parse_content_range_start(&v);
+        }
+
+        #[test]
+        fn content_range_round_trips(start in 0u64..u64::MAX / 2, len in 0u64..1 << 40) {
+            let v = format!("bytes {start}-{}/{}", start + len, start + len + 1);
+            proptest::prop_assert_eq!(parse_content_range_start(&v), Some(start));
+        }
+    }
+}
