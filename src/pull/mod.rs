@@ -2,6 +2,7 @@
 //! once, whichever image or platform shares it), then store manifests and index entries in
 //! the order `store` documents: blobs, then manifests, then the index entry.
 
+pub mod describe;
 pub mod plan;
 pub mod pool;
 pub mod resolve;
@@ -172,8 +173,8 @@ fn store_reference(
             })?,
         (Some(index), PlatformChoice::All) => {
             if opts.format == Format::Oci && res.top_kind == Kind::DockerList {
-                let oci = manifest::index_to_oci(index, children);
-                let bytes = manifest::to_bytes(&oci);
+                let oci = manifest::convert::index_to_oci(index, children);
+                let bytes = manifest::convert::to_bytes(&oci);
                 let digest = Digest::sha256_of(&bytes);
                 store.write_blob(&digest, &bytes)?;
                 plain_descriptor(media::OCI_INDEX, digest, bytes.len() as u64)
@@ -221,7 +222,7 @@ fn store_image(
     }
     let converted = match &img.content {
         Content::Manifest(m) if format == Format::Oci && img.kind == Kind::DockerManifest => {
-            Some(manifest::image_to_oci(m))
+            Some(manifest::convert::image_to_oci(m))
         }
         Content::Manifest(_) => None,
         // Schema1 is always converted: no modern tool reads it, and it cannot be stored under
@@ -232,7 +233,7 @@ fn store_image(
     };
     let (mut d, m) = match (converted, &img.content) {
         (Some(oci), _) => {
-            let bytes = manifest::to_bytes(&oci);
+            let bytes = manifest::convert::to_bytes(&oci);
             let digest = Digest::sha256_of(&bytes);
             store.write_blob(&digest, &bytes)?;
             (

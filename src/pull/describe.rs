@@ -1,0 +1,141 @@
+//! What `layers` and `inspect` show of a resolved image: its layers with sizes, diff_ids and
+//! history, and its manifest and config as documents. Read from the store where it holds them,
+//! else from the registry; nothing is written (but a layer's diff_id computed from a stored
+//! blob is recorded beside it). The command layer renders these values.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::resolve::{Content, Resolved};
+use super::transfer::{read_small_blob, stored_diff_id, TransferError, MAX_CONFIG};
+use crate::digest::Digest;
+use crate::manifest::{self, media, Descriptor, ImageConfig};
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// One row of `layers` (SPEC: `layers --json`).
+#[derive(Debug, Serialize)]
+pub struct LayerRow {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub diff_id: Option<String>,
+    pub created_by: Option<String>,
+    pub empty_layer: bool,
+}
+
+pub fn layer_rows(
+    registry: &Registry,
+    store: Option<&Store>,
+    res: &Resolved,
+) -> Result<Vec<LayerRow>, TransferError> {
+    let img = &res.images[0];
+    let row = |l: &Descriptor, diff_id: Option<String>, created_by: Option<String>| LayerRow {
+        digest: l.digest.clone(),
+        size: l.size,
+        media_type: l.media_type.clone(),
+        diff_id,
+        created_by,
+        empty_layer: l.digest.to_string() == media::EMPTY_GZIP_LAYER,
+    };
+    match &img.content {
+        Content::Manifest(m) => {
+            let config = config_of(registry, store, res, &m.config)?;
+            let history = config.layer_history();
+            let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+            Ok(m.layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    row(
+                        l,
+                        diff_ids.get(i).cloned(),
+                        history.get(i).cloned().flatten(),
+                    )
+                })
+                .collect())
+        }
+        Content::Schema1 { manifest, layers } => {
+            let ids = stored_diff_ids(store, layers);
+            Ok(layers
+                .iter()
+                .zip(manifest.layers())
+                .zip(ids)
+                .map(|((l, (_, entry)), id)| row(l, id.map(|d| d.to_string()), entry.created_by()))
+                .collect())
+        }
+    }
+}
+
+/// Schema1 layers' diff_ids, for the layers the store holds (a local pass over each); the
+/// others cannot be known without downloading them.
+fn stored_diff_ids(store: Option<&Store>, layers: &[Descriptor]) -> Vec<Option<Digest>> {
+    layers
+        .iter()
+        .map(|l| {
+            let store = store?;
+            store.has_blob(&l.digest, l.size).then_some(())?;
+            stored_diff_id(store, &l.digest).ok().map(|(d, _)| d)
+        })
+        .collect()
+}
+
+fn config_of(
+    registry: &Registry,
+    store: Option<&Store>,
+    res: &Resolved,
+    config: &Descriptor,
+) -> Result<ImageConfig, TransferError> {
+    let bytes = read_small_blob(registry, store, &res.reference, config, MAX_CONFIG)?;
+    Ok(ImageConfig::parse(&bytes, &config.digest).unwrap_or_default())
+}
+
+/// `inspect`: the reference, what it resolved to, the selected image's manifest and config,
+/// and the index when the reference names one.
+pub fn inspect_doc(
+    registry: &Registry,
+    store: Option<&Store>,
+    res: &Resolved,
+) -> Result<Value, TransferError> {
+    let img = &res.images[0];
+    // Schema1 has no config blob: show the config a pull would make (diff_ids of layers not in
+    // the store are null).
+    let (config_bytes, config_digest) = match &img.content {
+        Content::Manifest(m) => (
+            read_small_blob(registry, store, &res.reference, &m.config, MAX_CONFIG)?,
+            m.config.digest.clone(),
+        ),
+        Content::Schema1 { manifest, layers } => {
+            let bytes = manifest.config(&stored_diff_ids(store, layers));
+            let digest = Digest::sha256_of(&bytes);
+            (bytes, digest)
+        }
+    };
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap_or(Value::Null);
+    let manifest: Value = match &img.content {
+        Content::Manifest(_) => serde_json::from_slice(&img.raw.bytes).unwrap_or(Value::Null),
+        Content::Schema1 { .. } => manifest::schema1::payload(&img.raw.bytes)
+            .ok()
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .unwrap_or(Value::Null),
+    };
+    let platform = img.platform.as_ref().map(|p| p.to_string()).or_else(|| {
+        ImageConfig::parse(&config_bytes, &config_digest)
+            .ok()?
+            .platform()
+            .map(|p| p.to_string())
+    });
+    let mut doc = json!({
+        "reference": res.reference.to_string(),
+        "digest": res.top.digest,
+        "media_type": res.top_media_type(),
+        "manifest_digest": img.raw.digest,
+        "platform": platform,
+        "manifest": manifest,
+        "config": config,
+    });
+    if res.index.is_some() {
+        doc["index"] = serde_json::from_slice(&res.top.bytes).unwrap_or(Value::Null);
+    }
+    Ok(doc)
+}
