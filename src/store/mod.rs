@@ -10,10 +10,15 @@
 //! Write order, which every pull follows so that a reader never sees a reference whose blobs
 //! are missing, whatever happens to the process: 1. layer and config blobs, 2. manifests
 //! (children before the index that names them), 3. the `index.json` entry.
+//!
+//! This file owns the layout, blobs and the index; `ingest` a blob's bytes on their way in,
+//! `locks` the locks, `diffids` the memoised layer diff_ids, `walk` the one walk from index
+//! entries to everything they reach, `gc` the collection built on it.
 
 mod diffids;
 pub mod gc;
 pub mod ingest;
+mod locks;
 pub mod walk;
 
 use std::fs::{self, File};
@@ -148,32 +153,6 @@ impl Store {
         }
         self.write_atomic(&self.blob_path(d), bytes)?;
         Ok(true)
-    }
-
-    /// Hold the download lock for blob `d`, waiting while another process (or thread) holds it.
-    /// Locks are striped over 4096 files by digest prefix, so the store never collects one lock
-    /// file per blob; two blobs that share a stripe are merely fetched one after the other.
-    pub fn lock_blob(&self, d: &Digest) -> Result<File, StoreError> {
-        let path = self.root.join(PRIVATE).join("locks").join(&d.hex()[..3]);
-        lock_file(&path)
-    }
-
-    /// Held (shared) by every pull for its whole run and (exclusive) by `gc`: a pull's blobs are
-    /// in place before its index entry names them, and gc must not take them for garbage then.
-    pub fn activity_lock(&self, exclusive: bool) -> Result<File, StoreError> {
-        let path = self.root.join(PRIVATE).join("activity");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
-        if exclusive {
-            f.lock().map_err(io_err("locking", &path))?;
-        } else {
-            f.lock_shared().map_err(io_err("locking", &path))?;
-        }
-        Ok(f)
     }
 
     /// Remove the entries named `names` from `index.json`, under the store lock; returns the
@@ -362,12 +341,6 @@ impl Store {
         Ok(v)
     }
 
-    /// An exclusive lock on the store, released when the returned file is dropped (or the
-    /// process dies: the kernel releases flock locks, so no stale lock file can block a user).
-    fn lock(&self) -> Result<File, StoreError> {
-        lock_file(&self.root.join(PRIVATE).join("lock"))
-    }
-
     fn index_path(&self) -> PathBuf {
         self.root.join("index.json")
     }
@@ -391,18 +364,6 @@ impl Store {
             .map_err(|e| io_err("renaming into", dest)(e.error))?;
         Ok(())
     }
-}
-
-/// An exclusive `flock` on `path` (created if needed), released when the file is dropped.
-fn lock_file(path: &Path) -> Result<File, StoreError> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io_err("opening", path))?;
-    f.lock().map_err(io_err("locking", path))?;
-    Ok(f)
 }
 
 pub fn ref_name(d: &Descriptor) -> Option<&str> {
