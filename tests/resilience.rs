@@ -237,8 +237,9 @@ fn a_404_on_a_blob_is_final() {
 
 #[test]
 fn a_reset_mid_manifest_is_retried() {
-    // SPEC: connection resets and truncated bodies are transient. The manifest's body is read
-    // after `with_retries` has returned the response, so its failure is final.
+    // SPEC: connection resets and truncated bodies are transient. Regression: the manifest's
+    // body used to be read after the retry loop had returned the response, so a reset in the
+    // middle of it was final.
     let img = image(
         Format::Docker,
         "linux",
@@ -255,8 +256,8 @@ fn a_reset_mid_manifest_is_retried() {
 
 #[test]
 fn a_503_on_the_v2_probe_is_retried() {
-    // SPEC: 5xx is transient. The HTTP probe's 503 is dropped in favour of the HTTPS probe's
-    // TLS error ("received corrupt message"), which is final.
+    // SPEC: 5xx is transient. Regression: the HTTP probe's 503 used to be dropped in favour of
+    // the HTTPS probe's TLS error ("received corrupt message"), which is final.
     let img = image(
         Format::Docker,
         "linux",
