@@ -98,6 +98,7 @@ impl Settings {
                     timeout: Some(Duration::from_secs(a.timeout)),
                     connect_timeout: env.connect_timeout.unwrap_or(http::CONNECT_TIMEOUT),
                     read_timeout: env.stall_timeout.unwrap_or(http::READ_TIMEOUT),
+                    proxy: env.proxy.clone(),
                 },
                 credentials: credentials(a, registries, &env)?,
                 allow_http: a.insecure_allow_http,
@@ -116,12 +117,15 @@ pub fn parse_references(refs: &[String]) -> Result<Vec<Reference>, UsageError> {
 
 /// Every environment variable imagec reads, read here and nowhere else (clap reads the ones
 /// that stand in for flags: IMAGEC_DEST, IMAGEC_USERNAME).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Env {
     password: Option<String>,
     docker_config: Option<PathBuf>,
     home: Option<PathBuf>,
     term: Option<String>,
+    /// `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` (either case) and `NO_PROXY`, as ureq reads
+    /// them (SPEC: Networks asks for more, in a later issue).
+    proxy: Option<ureq::Proxy>,
     /// Test-only: backoff base, connect timeout and stall timeout in milliseconds.
     retry_base: Option<Duration>,
     connect_timeout: Option<Duration>,
@@ -148,6 +152,7 @@ impl Env {
             docker_config: path("DOCKER_CONFIG"),
             home: path("HOME"),
             term: std::env::var("TERM").ok(),
+            proxy: ureq::Proxy::try_from_env(),
             retry_base: millis("IMAGEC_RETRY_BASE_MS"),
             connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
             stall_timeout: millis("IMAGEC_STALL_TIMEOUT_MS"),

@@ -22,6 +22,9 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// A registry that sends nothing for this long on an open connection has stalled.
     pub read_timeout: Duration,
+    /// The proxy, as the settings read it from the environment (ureq would otherwise read the
+    /// environment itself, unseen).
+    pub proxy: Option<ureq::Proxy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,7 @@ impl Http {
             .timeout_connect(Some(settings.connect_timeout))
             .timeout_per_read(Some(settings.read_timeout))
             .tls_config(tls.build())
+            .proxy(settings.proxy.clone())
             .build();
         Ok(Http {
             agent: config.into(),
