@@ -143,19 +143,50 @@ impl RawEntry {
 
 /// Something an entry names that the walk could not read. The entry is still listed, and
 /// everything it could reach is kept.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The blob concerned, when the problem is with a blob rather than the entry itself.
     pub blob: Option<String>,
-    pub reason: String,
+    pub kind: Unreadable,
+}
+
+/// Why the walk could not read something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("the entry's digest: {0}")]
+    EntryDigest(String),
+    #[error("annotation {SOURCE_DIGEST}: {0}")]
+    SourceDigest(String),
+    #[error("larger than {MAX_MANIFEST} bytes, too large for a manifest")]
+    TooLarge,
+    #[error("the file does not match its digest (damaged)")]
+    Damaged,
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("\"{field}\": {reason}")]
+    BadDescriptors { field: &'static str, reason: String },
+    #[error("neither a manifest nor an index (nothing in it names a blob)")]
+    NamesNothing,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.blob {
-            Some(b) => write!(f, "{b}: {}", self.reason),
-            None => f.write_str(&self.reason),
+            Some(b) => write!(f, "{b}: {}", self.kind),
+            None => write!(f, "{}", self.kind),
         }
+    }
+}
+
+impl serde::Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Problem", 2)?;
+        st.serialize_field("blob", &self.blob)?;
+        st.serialize_field("reason", &self.kind.to_string())?;
+        st.end()
     }
 }
 
@@ -164,6 +195,8 @@ impl fmt::Display for Problem {
 pub struct ImageNode {
     pub manifest: BlobName,
     pub config: Option<BlobName>,
+    /// The layers, base first, as the manifest lists them (descriptors as written).
+    pub layers: Vec<Value>,
     pub platform: Option<Value>,
 }
 
@@ -257,7 +290,7 @@ impl Store {
             }
             Err(reason) => reach.problems.push(Problem {
                 blob: None,
-                reason: format!("the entry's digest: {reason}"),
+                kind: Unreadable::EntryDigest(reason),
             }),
         }
         if let Some(source) = entry.value["annotations"][SOURCE_DIGEST].as_str() {
@@ -268,7 +301,7 @@ impl Store {
                 }
                 Err(reason) => reach.problems.push(Problem {
                     blob: None,
-                    reason: format!("annotation {SOURCE_DIGEST}: {reason}"),
+                    kind: Unreadable::SourceDigest(reason),
                 }),
             }
         }
@@ -283,10 +316,10 @@ impl Store {
                     reach.missing.insert(blob);
                     continue;
                 }
-                Document::Bad(reason) => {
+                Document::Bad(kind) => {
                     reach.problems.push(Problem {
                         blob: Some(blob.to_string()),
-                        reason,
+                        kind,
                     });
                     continue;
                 }
@@ -311,7 +344,10 @@ impl Store {
                     Value::Array(a) => a.iter().collect(),
                     v @ Value::Object(_) => vec![v],
                     _ => {
-                        bad.push(format!("\"{field}\" is neither a descriptor nor a list"));
+                        bad.push(Unreadable::BadDescriptors {
+                            field,
+                            reason: "neither a descriptor nor a list".into(),
+                        });
                         continue;
                     }
                 };
@@ -325,8 +361,11 @@ impl Store {
                                 .or_insert(d["size"].as_u64());
                             todo.push((name, follow, d.get("platform").cloned()));
                         }
-                        Some(Err(reason)) => bad.push(format!("\"{field}\": {reason}")),
-                        None => bad.push(format!("\"{field}\" holds a descriptor without digest")),
+                        Some(Err(reason)) => bad.push(Unreadable::BadDescriptors { field, reason }),
+                        None => bad.push(Unreadable::BadDescriptors {
+                            field,
+                            reason: "a descriptor without digest".into(),
+                        }),
                     }
                 }
             }
@@ -337,12 +376,15 @@ impl Store {
                         Some(Ok(name)) => {
                             reach.blobs.entry(name).or_insert(None);
                         }
-                        _ => bad.push("\"fsLayers\" holds an entry without a valid blobSum".into()),
+                        _ => bad.push(Unreadable::BadDescriptors {
+                            field: "fsLayers",
+                            reason: "an entry without a valid blobSum".into(),
+                        }),
                     }
                 }
             }
             if named == 0 {
-                bad.push("neither a manifest nor an index (nothing in it names a blob)".into());
+                bad.push(Unreadable::NamesNothing);
             }
             if !doc["config"].is_null() && follow == Follow::All {
                 reach.images.push(ImageNode {
@@ -350,12 +392,13 @@ impl Store {
                     config: doc["config"]["digest"]
                         .as_str()
                         .and_then(|d| d.parse().ok()),
+                    layers: doc["layers"].as_array().cloned().unwrap_or_default(),
                     platform,
                 });
             }
-            reach.problems.extend(bad.into_iter().map(|reason| Problem {
+            reach.problems.extend(bad.into_iter().map(|kind| Problem {
                 blob: Some(blob.to_string()),
-                reason,
+                kind,
             }));
         }
         Ok(reach)
@@ -381,21 +424,17 @@ impl Store {
             .read_to_end(&mut bytes)
             .map_err(io_err("reading", &path))?;
         if bytes.len() as u64 > MAX_MANIFEST {
-            return Ok(Document::Bad(format!(
-                "larger than {MAX_MANIFEST} bytes, too large for a manifest"
-            )));
+            return Ok(Document::Bad(Unreadable::TooLarge));
         }
         if let Some(d) = blob.digest() {
             if Digest::sha256_of(&bytes) != d {
-                return Ok(Document::Bad(
-                    "the file does not match its digest (damaged)".into(),
-                ));
+                return Ok(Document::Bad(Unreadable::Damaged));
             }
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v @ Value::Object(_)) => Ok(Document::Json(v)),
-            Ok(_) => Ok(Document::Bad("not a JSON object".into())),
-            Err(e) => Ok(Document::Bad(format!("not JSON: {e}"))),
+            Ok(_) => Ok(Document::Bad(Unreadable::NotObject)),
+            Err(e) => Ok(Document::Bad(Unreadable::NotJson(e.to_string()))),
         }
     }
 }
@@ -461,7 +500,7 @@ impl Store {
 enum Document {
     Json(Value),
     Missing,
-    Bad(String),
+    Bad(Unreadable),
 }
 
 /// `os/architecture[/variant]` from a raw platform object, with `?` for a missing part.
