@@ -6,7 +6,6 @@ mod support;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -68,9 +67,9 @@ fn killed_mid_blob_then_rerun_resumes_and_moves_the_image_about_once() {
     let layer = random_layer(800, 8_000_000);
     let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
     push_image(&reg, "crash/kill", "1", &img);
-    let (proxy, sent) = support::proxy::start_stalling(&reg, &format!("/blobs/{}", layer.digest));
+    let proxy = support::faults::stall_halfway(&reg, &layer);
     let dest = world().temp_dir().join("store");
-    let name = format!("{proxy}/crash/kill:1");
+    let name = format!("{}/crash/kill:1", proxy.host());
 
     let mut child = spawn_pull(&dest, &name);
     wait_for_partial(&mut child, &dest, &layer);
@@ -88,7 +87,7 @@ fn killed_mid_blob_then_rerun_resumes_and_moves_the_image_about_once() {
     assert_store_consistent(&dest);
     entry(&dest, &name);
     let total = (img.config.data.len() + layer.data.len()) as u64;
-    let moved = sent.load(Ordering::SeqCst);
+    let moved = proxy.body_bytes("/");
     assert!(
         moved * 100 <= total * 125,
         "{moved} bytes moved for a {total}-byte image"
@@ -105,9 +104,9 @@ fn ctrl_c_stops_with_130_and_keeps_the_partial() {
     let layer = random_layer(801, 8_000_000);
     let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
     push_image(&reg, "crash/sigint", "1", &img);
-    let (proxy, _) = support::proxy::start_stalling(&reg, &format!("/blobs/{}", layer.digest));
+    let proxy = support::faults::stall_halfway(&reg, &layer);
     let dest = world().temp_dir().join("store");
-    let name = format!("{proxy}/crash/sigint:1");
+    let name = format!("{}/crash/sigint:1", proxy.host());
 
     let mut child = spawn_pull(&dest, &name);
     wait_for_partial(&mut child, &dest, &layer);

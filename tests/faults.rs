@@ -1,9 +1,8 @@
-//! Faults a real registry cannot be made to produce, injected by a proxy in front of it: a
-//! blob stream that stalls halfway, and a registry that accepts no connection.
+//! Faults a real registry cannot be made to produce, injected by the fault proxy in front of
+//! it: a blob stream that stalls halfway; and a registry that accepts no connection.
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -16,14 +15,14 @@ fn a_stalled_blob_resumes_with_range_and_moves_no_byte_twice() {
     let layer = random_layer(700, 2_000_000);
     let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
     push_image(&reg, "faults/stall", "1", &img);
-    let (proxy, sent) = support::proxy::start_stalling(&reg, &format!("/blobs/{}", layer.digest));
+    let proxy = support::faults::stall_halfway(&reg, &layer);
     let dest = world().temp_dir().join("store");
     let start = Instant::now();
     let out = run(imagec()
         .env("IMAGEC_STALL_TIMEOUT_MS", "1000")
         .args(["pull", "--dest"])
         .arg(&dest)
-        .arg(format!("{proxy}/faults/stall:1")))
+        .arg(format!("{}/faults/stall:1", proxy.host())))
     .expect(0);
     assert!(
         start.elapsed() < Duration::from_secs(15),
@@ -33,7 +32,7 @@ fn a_stalled_blob_resumes_with_range_and_moves_no_byte_twice() {
     assert!(out.stderr.contains("retrying"), "{}", out.stderr);
     assert!(blob_path(&dest, &layer.digest).exists());
     let total = (img.config.data.len() + layer.data.len()) as u64;
-    let moved = sent.load(Ordering::SeqCst);
+    let moved = proxy.body_bytes("/");
     assert!(
         moved <= total + 1024,
         "{moved} bytes moved for {total}: a restart from zero"

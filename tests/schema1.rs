@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use support::faults::FaultProxy;
 use support::image::gunzip;
 use support::schema1::{self, Step};
 use support::*;
@@ -284,9 +285,10 @@ fn registry_conversion_for_a_schema1_only_client_is_handled() {
         vec![layer_from_fixture("rootfs"), random_layer(500, 30_000)],
     );
     let schema2_digest = push_image(&reg, "s1/onthefly", "1", &img);
-    let proxy = support::proxy::start(&reg, support::proxy::Mode::Schema1Accept);
+    let proxy = FaultProxy::start(&reg).expect("starting the proxy");
+    proxy.rewrite_accept("/manifests/", schema1::SIGNED);
     let dest = fresh_dest();
-    let via_proxy = format!("{proxy}/s1/onthefly:1");
+    let via_proxy = format!("{}/s1/onthefly:1", proxy.host());
     let out = pull(&dest, &["--json", &via_proxy]).expect(0);
     let r = &out.json_lines()[0];
     assert_eq!(
@@ -311,7 +313,10 @@ fn registry_conversion_for_a_schema1_only_client_is_handled() {
 #[test]
 fn unsigned_schema1_is_handled_the_same_way() {
     let legacy = push_legacy("s1/unsigned", 4);
-    let proxy = support::proxy::start(&world().plain().host(), support::proxy::Mode::Unsigned);
+    let proxy = FaultProxy::start(&world().plain().host()).expect("starting the proxy");
+    proxy.unsign_schema1("/manifests/");
+    // Shadowed, not dropped: the proxy runs until the end of the test.
+    let proxy = proxy.host();
     let dest = fresh_dest();
     for name in [
         format!("{proxy}/s1/unsigned:1"),
@@ -506,21 +511,20 @@ fn dressed(payload: &[u8], extra: &str) -> Vec<u8> {
     out
 }
 
-fn serving_manifest(path: String, body: Vec<u8>, digest: String) -> String {
-    support::proxy::start_overriding(
-        &world().plain().host(),
-        support::proxy::Mode::Pass,
-        move |req| {
-            (req.path() == path).then(|| support::httpd::Response {
-                status: 200,
-                headers: vec![
-                    ("Content-Type".into(), schema1::SIGNED.into()),
-                    ("Docker-Content-Digest".into(), digest.clone()),
-                ],
-                body: body.clone(),
-            })
-        },
-    )
+/// A proxy to the plain registry that answers `path` with `body` as a signed schema1 manifest
+/// whose `Docker-Content-Digest` is `digest`.
+fn serving_manifest(path: String, body: Vec<u8>, digest: String) -> FaultProxy {
+    let proxy = FaultProxy::start(&world().plain().host()).expect("starting the proxy");
+    proxy.serve(
+        &path,
+        200,
+        &[
+            ("Content-Type", schema1::SIGNED),
+            ("Docker-Content-Digest", &digest),
+        ],
+        body,
+    );
+    proxy
 }
 
 #[test]
@@ -542,6 +546,7 @@ fn bytes_outside_the_signed_payload_are_never_used() {
         body,
         legacy.digest.clone(),
     );
+    let proxy = proxy.host();
 
     let dest = fresh_dest();
     let name = format!("{proxy}/s1/outside:1");
@@ -587,6 +592,7 @@ fn a_body_dressed_as_schema1_cannot_pass_for_another_manifests_digest() {
         body,
         digest.clone(),
     );
+    let proxy = proxy.host();
     let dest = fresh_dest();
     let out = pull(&dest, &[&format!("{proxy}/s1/dressed@{digest}")]).expect(1);
     assert!(

@@ -1,8 +1,11 @@
-//! A streaming fault-injecting HTTP proxy in front of a real registry, for what a flaky network
-//! or an odd server does and the registry cannot be made to do: a connection reset mid-body,
-//! 5xx/429 answers (with `Retry-After`), a flipped byte, `Range` ignored, a 206 with the wrong
-//! `Content-Range`. A test arms faults at runtime; each fires a bounded number of times, on the
-//! requests whose path contains a given substring. Counters say what went over the wire.
+//! The one proxy in front of a real registry, streaming, for what a flaky network or an odd
+//! server does and the registry cannot be made to do: a connection reset mid-body, a body that
+//! stalls mid-way, 5xx/429 answers (with `Retry-After`), a flipped byte, `Range` ignored, a 206
+//! with the wrong `Content-Range`; and for what an old client or registry does: manifests asked
+//! for with a schema1-only `Accept`, schema1 served unsigned, a crafted answer for one path. A
+//! test arms faults at runtime; each fires a bounded number of times, on the requests whose
+//! path contains a given substring. Counters say what went over the wire. Request and response
+//! heads are read by the same code as the test servers' (`httpd::read_head`).
 //!
 //! Raw TCP, one request per connection (`Connection: close` to both sides). Response bodies are
 //! relayed as they arrive, never buffered whole: tests move 100 MB through it. Listens on
@@ -17,8 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-/// Longest request or response head the proxy reads.
-const MAX_HEAD: u64 = 64 * 1024;
+use super::httpd::{read_head, Head};
+use super::schema1;
+
 /// Longest request body it forwards (requests with larger bodies are cut: pulls send none).
 const MAX_BODY: u64 = 1024 * 1024;
 /// A peer that sends or accepts nothing for this long is dropped.
@@ -63,6 +67,17 @@ enum Kind {
     },
     IgnoreRange,
     BadContentRange,
+    Stall {
+        after: u64,
+        hold: Duration,
+    },
+    Accept(String),
+    Unsign,
+    Serve {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 /// One request seen, and the response body bytes sent back for it so far.
@@ -135,6 +150,44 @@ impl FaultProxy {
         self.shared.arm(path_part, Kind::BadContentRange, times);
     }
 
+    /// The next `times` GETs without `Range` with a 2xx answer: after `n_body_bytes` bytes of
+    /// the body, send nothing more for `hold` (a stalled connection), then close.
+    pub fn stall_after(&self, path_part: &str, n_body_bytes: u64, hold: Duration, times: u32) {
+        let kind = Kind::Stall {
+            after: n_body_bytes,
+            hold,
+        };
+        self.shared.arm(path_part, kind, times);
+    }
+
+    /// Every request from now on: forward it with `Accept: value` instead of the client's (as
+    /// an old client, or a proxy that rewrites headers, would ask).
+    pub fn rewrite_accept(&self, path_part: &str, value: &str) {
+        let value = value.replace(['\r', '\n'], "");
+        self.shared.arm(path_part, Kind::Accept(value), u32::MAX);
+    }
+
+    /// Every signed schema1 manifest from now on: serve it without its signatures, as
+    /// `application/vnd.docker.distribution.manifest.v1+json` (as some old registries do).
+    pub fn unsign_schema1(&self, path_part: &str) {
+        self.shared.arm(path_part, Kind::Unsign, u32::MAX);
+    }
+
+    /// Every request from now on: answer this instead of forwarding (a crafted manifest, say).
+    /// `Content-Length` is added unless given (a HEAD answer may name a body it does not send).
+    pub fn serve(&self, path_part: &str, status: u16, headers: &[(&str, &str)], body: Vec<u8>) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.replace(['\r', '\n'], "")))
+            .collect();
+        let kind = Kind::Serve {
+            status,
+            headers,
+            body,
+        };
+        self.shared.arm(path_part, kind, u32::MAX);
+    }
+
     /// Bytes of response bodies sent to the client, over every request whose path contains
     /// `path_part` (faults' own answers included; response heads not).
     pub fn body_bytes(&self, path_part: &str) -> u64 {
@@ -157,6 +210,16 @@ impl FaultProxy {
             .filter(|e| e.method == method && e.path.contains(path_part))
             .count()
     }
+}
+
+/// A proxy in front of `upstream` that sends half of `layer`'s first GET, then nothing for 20 s
+/// (a stalled connection), then closes; every other request passes.
+pub fn stall_halfway(upstream: &str, layer: &super::Blob) -> FaultProxy {
+    let proxy = FaultProxy::start(upstream).expect("starting the fault proxy");
+    let half = layer.data.len() as u64 / 2;
+    let path = format!("/blobs/{}", layer.digest);
+    proxy.stall_after(&path, half, Duration::from_secs(20), 1);
+    proxy
 }
 
 impl Drop for FaultProxy {
@@ -225,25 +288,6 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// The request line and headers of a request or response.
-struct Head {
-    first: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn content_length(&self) -> Option<u64> {
-        self.header("content-length")?.trim().parse().ok()
-    }
-}
-
 fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     client.set_read_timeout(Some(IO_TIMEOUT))?;
     client.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -278,8 +322,36 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     {
         return answer(&mut to_client, &method, status, retry_after, &sent);
     }
+    if let Some(Kind::Serve {
+        status,
+        headers,
+        body,
+    }) = shared.take(&path, |k| matches!(k, Kind::Serve { .. }))
+    {
+        let mut head = format!("HTTP/1.1 {status} Served\r\n");
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        to_client.write_all(head.as_bytes())?;
+        if method != "HEAD" {
+            to_client.write_all(&body)?;
+            sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+        }
+        return to_client.flush();
+    }
     let ranged = request.header("range").is_some();
     let drop_range = ranged && shared.take(&path, |k| *k == Kind::IgnoreRange).is_some();
+    let accept = match shared.take(&path, |k| matches!(k, Kind::Accept(_))) {
+        Some(Kind::Accept(v)) => Some(v),
+        _ => None,
+    };
 
     // Forward the request, asking the upstream to close after its answer.
     let upstream = match connect(&shared.upstream) {
@@ -288,10 +360,16 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     };
     let mut head = format!("{method} {target} HTTP/1.1\r\n");
     for (name, value) in &request.headers {
-        if hop_by_hop(name) || (drop_range && name.eq_ignore_ascii_case("range")) {
+        if hop_by_hop(name)
+            || (drop_range && name.eq_ignore_ascii_case("range"))
+            || (accept.is_some() && name.eq_ignore_ascii_case("accept"))
+        {
             continue;
         }
         head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(v) = &accept {
+        head.push_str(&format!("Accept: {v}\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");
     let mut to_upstream = &upstream;
@@ -311,6 +389,18 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let signed = response
+        .header("content-type")
+        .is_some_and(|t| t.trim() == schema1::SIGNED);
+    if signed && shared.take(&path, |k| *k == Kind::Unsign).is_some() {
+        return unsigned(
+            &mut to_client,
+            &method,
+            &response,
+            &mut from_upstream,
+            &sent,
+        );
+    }
     let bad_range = ranged
         && status == 206
         && shared
@@ -342,6 +432,14 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
             Kind::Reset { after } => Some(after),
             _ => None,
         });
+    let stall = (faultable && !ranged)
+        .then(|| shared.take(&path, |k| matches!(k, Kind::Stall { .. })))
+        .flatten()
+        .and_then(|k| match k {
+            Kind::Stall { after, hold } => Some((after, hold)),
+            _ => None,
+        });
+    let reset_at = reset_at.or(stall.map(|(after, _)| after));
     let flip_at = faultable
         .then(|| shared.take(&path, |k| matches!(k, Kind::Flip { .. })))
         .flatten()
@@ -370,6 +468,11 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         sent.fetch_add(n as u64, Ordering::SeqCst);
     }
     to_client.flush()?;
+    if let Some((_, hold)) = stall {
+        // The connection stays open and silent; then it closes (FIN, not RST).
+        thread::sleep(hold);
+        return Ok(());
+    }
     if reset_at.is_some_and(|at| done >= at && at < limit) {
         // SO_LINGER 0: closing sends RST instead of FIN. The socket closes when its only
         // handle is dropped, by this connection's thread right after this returns.
@@ -402,34 +505,39 @@ fn hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// A head of at most [`MAX_HEAD`] bytes, up to its empty line. Too long, cut short or
-/// without a first line: `InvalidData`.
-fn read_head(reader: &mut impl BufRead) -> io::Result<Head> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let mut limited = reader.take(MAX_HEAD);
-    let mut lines = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        limited.read_until(b'\n', &mut line)?;
-        if !line.ends_with(b"\n") {
-            return Err(invalid("head ended early or is too long"));
-        }
-        let line = String::from_utf8_lossy(&line).trim_end().to_string();
-        if line.is_empty() {
-            break;
-        }
-        lines.push(line);
+/// A signed schema1 manifest answered without its signatures, as `v1+json`: the body (a
+/// manifest, small) is read whole, rewritten, and sent with its new length.
+fn unsigned(
+    to_client: &mut impl Write,
+    method: &str,
+    response: &Head,
+    from_upstream: &mut impl Read,
+    sent: &AtomicU64,
+) -> io::Result<()> {
+    let mut body = Vec::new();
+    if method != "HEAD" {
+        from_upstream.take(MAX_BODY).read_to_end(&mut body)?;
+        body = schema1::unsign(&body);
     }
-    if lines.is_empty() {
-        return Err(invalid("empty head"));
+    let mut head = format!("{}\r\n", response.first);
+    for (name, value) in &response.headers {
+        if hop_by_hop(name) || name.eq_ignore_ascii_case("content-type") {
+            continue;
+        }
+        if method != "HEAD" && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
-    let first = lines.remove(0);
-    let headers = lines
-        .iter()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Ok(Head { first, headers })
+    head.push_str(&format!("Content-Type: {}\r\n", schema1::UNSIGNED));
+    if method != "HEAD" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    to_client.write_all(head.as_bytes())?;
+    to_client.write_all(&body)?;
+    sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+    to_client.flush()
 }
 
 /// A fault's (or the proxy's own) answer, in the registry's error format.

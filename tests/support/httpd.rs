@@ -1,5 +1,7 @@
-//! A minimal HTTP/1.1 server for in-process test servers (the token server, and fault-injecting
-//! servers later): one thread per connection, one request per connection, `Connection: close`.
+//! A minimal HTTP/1.1 server for the in-process test servers that are servers, not proxies (the
+//! token server, a blob store on another origin, a registry that is too slow): one thread per
+//! connection, one request per connection, `Connection: close`. Its head parser is also the
+//! fault proxy's.
 //! Bad input never panics the test process: it gets a 400 or a closed connection.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -120,19 +122,36 @@ pub fn error_response(status: u16, code: &str, message: &str) -> Response {
     )
 }
 
-fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    // A TLS ClientHello (record type 0x16) on this plain-HTTP port: answer 400 at once, as
-    // Go's and nginx's HTTP servers do, instead of waiting for a request head that never comes.
-    if reader.fill_buf()?.first() == Some(&0x16) {
-        return Err(invalid("TLS handshake sent to a plain HTTP server"));
+/// The first line and headers of a request or response.
+pub struct Head {
+    pub first: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
-    let mut head = reader.take(MAX_HEAD);
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length")?.trim().parse().ok()
+    }
+}
+
+/// A head of at most [`MAX_HEAD`] bytes, up to its empty line: the one parser the test servers
+/// and the fault proxy share. Too long, cut short or without a first line: `InvalidData`.
+pub fn read_head(reader: &mut impl BufRead) -> io::Result<Head> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut limited = reader.take(MAX_HEAD);
     let mut lines = Vec::new();
     loop {
         let mut line = Vec::new();
-        if head.read_until(b'\n', &mut line)? == 0 {
-            return Err(invalid("request head ended early or is too long"));
+        limited.read_until(b'\n', &mut line)?;
+        if !line.ends_with(b"\n") {
+            return Err(invalid("head ended early or is too long"));
         }
         let line = String::from_utf8_lossy(&line).trim_end().to_string();
         if line.is_empty() {
@@ -140,24 +159,36 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
         }
         lines.push(line);
     }
-    let mut request_line = lines
-        .first()
-        .map(|l| l.split(' '))
-        .ok_or(invalid("empty request"))?;
+    if lines.is_empty() {
+        return Err(invalid("empty head"));
+    }
+    let first = lines.remove(0);
+    let headers = lines
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(Head { first, headers })
+}
+
+fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    // A TLS ClientHello (record type 0x16) on this plain-HTTP port: answer 400 at once, as
+    // Go's and nginx's HTTP servers do, instead of waiting for a request head that never comes.
+    if reader.fill_buf()?.first() == Some(&0x16) {
+        return Err(invalid("TLS handshake sent to a plain HTTP server"));
+    }
+    let head = read_head(reader)?;
+    let mut request_line = head.first.split(' ');
     let method = request_line.next().unwrap_or("").to_string();
     let target = request_line.next().unwrap_or("").to_string();
     if method.is_empty() || !target.starts_with('/') {
         return Err(invalid("malformed request line"));
     }
-    let headers: Vec<(String, String)> = lines[1..]
-        .iter()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
     let request = Request {
         method,
         target,
-        headers,
+        headers: head.headers,
     };
     // Read a (small) body so that closing the socket does not reset the connection under the
     // client before it has read the response.

@@ -19,7 +19,6 @@ pub mod faults;
 pub mod httpd;
 pub mod image;
 pub mod pki;
-pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod run;
