@@ -285,6 +285,21 @@ fn a_stream_that_keeps_moving_forward_is_not_given_up_on() {
     assert_landed_intact(&dest, &layer);
 }
 
+/// Every reference in `names` has its own error line on stderr, saying each of `words`.
+#[track_caller]
+fn each_says(out: &Run, names: &[&str], words: &[&str]) {
+    for n in names {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("pulling {n}:")))
+            .unwrap_or_else(|| panic!("no error for {n}: {}", out.stderr));
+        for w in words {
+            assert!(line.contains(w), "{line}");
+        }
+    }
+}
+
 #[test]
 fn a_shared_blob_that_fails_gives_every_reference_its_cause() {
     // Regression: the first reference got the blob's error and the second an invented "blob was
@@ -308,30 +323,14 @@ fn a_shared_blob_that_fails_gives_every_reference_its_cause() {
 
     proxy.fail_first(&blob(&shared), 404, None, 1);
     let out = pull(&dest, &na, &[&nb]).expect(4);
-    for n in [&na, &nb] {
-        let line = out
-            .stderr
-            .lines()
-            .find(|l| l.contains(&format!("pulling {n}:")))
-            .unwrap_or_else(|| panic!("no error for {n}: {}", out.stderr));
-        assert!(line.contains("not found"), "{line}");
-        assert!(line.contains(&shared.digest), "{line}");
-    }
+    each_says(&out, &[&na, &nb], &["not found", &shared.digest]);
     assert_eq!(proxy.requests("GET", &blob(&shared)), 1, "{}", out.stderr);
     assert_nothing_landed(&dest, &shared.digest, &nb);
 
     let dest = world().temp_dir().join("store");
     proxy.flip_byte(&blob(&shared), 100_000);
     let out = pull(&dest, &na, &[&nb]).expect(1);
-    for n in [&na, &nb] {
-        let line = out
-            .stderr
-            .lines()
-            .find(|l| l.contains(&format!("pulling {n}:")))
-            .unwrap_or_else(|| panic!("no error for {n}: {}", out.stderr));
-        assert!(line.contains("digest mismatch"), "{line}");
-        assert!(line.contains(&shared.digest), "{line}");
-    }
+    each_says(&out, &[&na, &nb], &["digest mismatch", &shared.digest]);
 }
 
 #[test]
