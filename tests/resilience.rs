@@ -377,3 +377,25 @@ fn a_final_error_after_retries_says_how_many_attempts_and_how_long() {
     let out = pull(&dest, &name, &["--retries", "1"]).expect(1);
     assert!(!out.stderr.contains("attempts in"), "{}", out.stderr);
 }
+
+#[test]
+fn a_body_that_ends_early_without_an_error_is_resumed() {
+    // A body delimited by the connection's close (no Content-Length) that stops short looks
+    // like a whole one to the HTTP client; only its length tells. Regression: it failed the
+    // pull as a size mismatch instead of being resumed with Range as a truncated body.
+    let layer = random_layer(5124, 3_000_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
+    let (proxy, name, dest) = setup("resilience/short", &img);
+    proxy.cut_short(&blob(&layer), 1_000_000, 1);
+
+    let out = pull(&dest, &name, &[]).expect(0);
+    assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ended at byte 1000000"),
+        "{}",
+        out.stderr
+    );
+    assert_landed_intact(&dest, &layer);
+    assert_eq!(proxy.requests("GET", &blob(&layer)), 2);
+    assert_eq!(proxy.body_bytes(&blob(&layer)), layer.data.len() as u64);
+}

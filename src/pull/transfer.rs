@@ -185,10 +185,18 @@ fn download(
                     reporter.blob_started(&d.digest, d.size, start);
                     started = true;
                 }
-                let result = copy_with_progress(body, &mut ingest, registry, cancel, received);
+                let mut result = copy_with_progress(body, &mut ingest, registry, cancel, received);
                 ingest.flush()?;
                 if ingest.offset() > offset {
                     *progressed = true;
+                }
+                if result.is_ok() && ingest.offset() < d.size {
+                    // A body that ended cleanly but short (a proxy that closed a chunked
+                    // answer, say) is a truncated body: transient, resumed where it stopped.
+                    result = Err(CopyError::Read(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the body ended at byte {} of {}", ingest.offset(), d.size),
+                    )));
                 }
                 result.map_err(|e| match e {
                     CopyError::Interrupted => TransferError::Interrupted {

@@ -71,6 +71,9 @@ enum Kind {
         after: u64,
         hold: Duration,
     },
+    CutShort {
+        after: u64,
+    },
     Accept(String),
     Unsign,
     Serve {
@@ -156,6 +159,16 @@ impl FaultProxy {
         let kind = Kind::Stall {
             after: n_body_bytes,
             hold,
+        };
+        self.shared.arm(path_part, kind, times);
+    }
+
+    /// The next `times` GETs with a 2xx answer: relay it without `Content-Length` (a body
+    /// delimited by the connection's close, as old proxies send) and close cleanly (FIN) after
+    /// `n_body_bytes` bytes: the client sees a body that simply ends early.
+    pub fn cut_short(&self, path_part: &str, n_body_bytes: u64, times: u32) {
+        let kind = Kind::CutShort {
+            after: n_body_bytes,
         };
         self.shared.arm(path_part, kind, times);
     }
@@ -406,9 +419,16 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         && shared
             .take(&path, |k| *k == Kind::BadContentRange)
             .is_some();
+    let cut_at = (method == "GET" && (200..300).contains(&status))
+        .then(|| shared.take(&path, |k| matches!(k, Kind::CutShort { .. })))
+        .flatten()
+        .and_then(|k| match k {
+            Kind::CutShort { after } => Some(after),
+            _ => None,
+        });
     let mut head = format!("{}\r\n", response.first);
     for (name, value) in &response.headers {
-        if hop_by_hop(name) {
+        if hop_by_hop(name) || (cut_at.is_some() && name.eq_ignore_ascii_case("content-length")) {
             continue;
         }
         if bad_range && name.eq_ignore_ascii_case("content-range") {
@@ -440,6 +460,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
             _ => None,
         });
     let reset_at = reset_at.or(stall.map(|(after, _)| after));
+
     let flip_at = faultable
         .then(|| shared.take(&path, |k| matches!(k, Kind::Flip { .. })))
         .flatten()
@@ -449,7 +470,9 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         });
     // With a length, stop there; without one (chunked), the upstream closes after the body.
     let limit = response.content_length().unwrap_or(u64::MAX);
-    let stop_at = limit.min(reset_at.unwrap_or(u64::MAX));
+    let stop_at = limit
+        .min(reset_at.unwrap_or(u64::MAX))
+        .min(cut_at.unwrap_or(u64::MAX)); // a cut body then ends like a whole one (FIN)
     let mut buf = vec![0u8; 64 * 1024];
     let mut done = 0u64;
     while done < stop_at {
