@@ -47,6 +47,22 @@ impl BlobName {
         self.to_string().parse().ok()
     }
 
+    /// Is this the form the image spec registers for its algorithm (sha256: 64, sha512: 128
+    /// lowercase hex digits)? gc deletes only files of such names: anything else under
+    /// `blobs/` is not known to be a blob, and is left alone.
+    pub fn is_registered_form(&self) -> bool {
+        let hex_len = match self.algorithm.as_str() {
+            "sha256" => 64,
+            "sha512" => 128,
+            _ => return false,
+        };
+        self.encoded.len() == hex_len
+            && self
+                .encoded
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
     /// Is `s` a valid algorithm part (a directory name under `blobs/`)?
     pub fn valid_algorithm(s: &str) -> bool {
         !s.is_empty()
@@ -252,7 +268,8 @@ impl Store {
     }
 
     /// Every blob file under `blobs/<algorithm>/`, for every algorithm directory, with its size
-    /// (files and directories whose names are not digests are not blobs and are left alone).
+    /// (files whose names are not digests in a registered form are not known to be blobs and
+    /// are left alone).
     pub fn all_blob_files(&self) -> Result<Vec<(BlobName, u64)>, StoreError> {
         let dir = self.root.join("blobs");
         let mut out = Vec::new();
@@ -265,10 +282,14 @@ impl Store {
             let sub = alg.path();
             for e in std::fs::read_dir(&sub).map_err(io_err("listing", &sub))? {
                 let e = e.map_err(io_err("listing", &sub))?;
-                let Ok(name) = format!("{alg_name}:{}", e.file_name().to_string_lossy()).parse()
+                let Ok(name) =
+                    format!("{alg_name}:{}", e.file_name().to_string_lossy()).parse::<BlobName>()
                 else {
                     continue;
                 };
+                if !name.is_registered_form() {
+                    continue;
+                }
                 let meta = e.metadata().map_err(io_err("reading", &e.path()))?;
                 if meta.is_file() {
                     out.push((name, meta.len()));
@@ -548,6 +569,30 @@ mod tests {
         ] {
             assert!(bad.parse::<BlobName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gc_takes_only_registered_digest_forms_for_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"x");
+        std::fs::write(s.blob_path(&d), b"x").unwrap();
+        std::fs::write(dir.path().join("blobs/sha256/README"), b"not a blob").unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/sha512")).unwrap();
+        std::fs::write(dir.path().join("blobs/sha512").join("ab".repeat(64)), b"y").unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/blake9")).unwrap();
+        std::fs::write(dir.path().join("blobs/blake9/abcd"), b"z").unwrap();
+        let mut names: Vec<String> = s
+            .all_blob_files()
+            .unwrap()
+            .into_iter()
+            .map(|(b, _)| b.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![d.to_string(), format!("sha512:{}", "ab".repeat(64))]
+        );
     }
 
     proptest::proptest! {
