@@ -1,6 +1,7 @@
-//! `pull`: resolve every reference, fetch the union of missing blobs in one pool (each digest
-//! once, whichever image or platform shares it), then store manifests and index entries in
-//! the order `store` documents: blobs, then manifests, then the index entry.
+//! `pull`: resolve every reference (`resolve`), plan the union of their blobs once (`plan`),
+//! fetch what is missing in one pool (`pool`, `transfer`), then store manifests and index
+//! entries in the order `store` documents: blobs, then manifests, then the index entry.
+//! `describe` is what `layers` and `inspect` show of a resolved image.
 
 pub mod describe;
 pub mod plan;

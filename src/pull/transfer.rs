@@ -1,7 +1,8 @@
-//! Blob transfer: one bounded pool (`--jobs`) downloads every missing blob once, streaming
-//! each from the socket through a hashing, counting, size-capped reader into a temp file in
-//! the store, and committing it only when size and digest match. A stream that breaks
-//! mid-blob continues with `Range` from the byte it reached, keeping the hash state.
+//! Blob transfer: the pool (`--jobs`) takes the plan's blobs largest first and streams each
+//! missing one from the socket into its `store::Ingest` (which owns the partial file, the hash
+//! and diff_id state, and the verified commit); this file keeps only the copy loop around it.
+//! A stream that breaks, or ends short, continues with `Range` from the byte it reached, under
+//! the registry's retry policy.
 
 use std::io::{self, Read};
 use std::time::Instant;
