@@ -420,6 +420,32 @@ fn layers_and_inspect_on_schema1() {
         sha256(&gunzip(&legacy.layers[1].data)).as_str()
     );
 
+    // `images` counts the converted manifest, its config and each distinct layer once.
+    // Regression: the schema1 payload's fsLayers (no sizes) were met first and the layers
+    // counted as 0 bytes.
+    let e = entry(&dest, &name);
+    let m = read_blob_json(&dest, e["digest"].as_str().unwrap());
+    let mut layers: Vec<(String, u64)> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    layers.sort();
+    layers.dedup();
+    let want = e["size"].as_u64().unwrap()
+        + m["config"]["size"].as_u64().unwrap()
+        + layers.iter().map(|(_, n)| n).sum::<u64>();
+    let rows = run(imagec().args(["images", "--json", "--dest"]).arg(&dest))
+        .expect(0)
+        .json();
+    assert_eq!(rows[0]["size"], want, "{rows}");
+
     let doc = run(imagec().args(["inspect", "--dest"]).arg(&dest).arg(&name))
         .expect(0)
         .json();

@@ -9,7 +9,7 @@
 //! `blobs`, `subject`; schema1's `fsLayers`), whatever the media type says, so that no blob an
 //! entry names can be taken for garbage because its manifest is of a kind we do not pull.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -228,6 +228,17 @@ pub struct Reach {
     pub problems: Vec<Problem>,
 }
 
+impl Reach {
+    /// A blob named on the way, with the size its descriptor gives when it gives one (schema1's
+    /// `fsLayers` do not; a descriptor met later fills it in).
+    fn learn(&mut self, blob: &BlobName, size: Option<u64>) {
+        let known = self.blobs.entry(blob.clone()).or_insert(None);
+        if known.is_none() {
+            *known = size;
+        }
+    }
+}
+
 /// How far to follow a blob.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Follow {
@@ -303,11 +314,12 @@ impl Store {
     /// walk; what is wrong with the content is a [`Problem`] of the entry.
     pub fn reach(&self, entry: &RawEntry) -> Result<Reach, StoreError> {
         let mut reach = Reach::default();
-        let mut todo: Vec<(BlobName, Follow, Option<Value>)> = Vec::new();
+        // Breadth first, in the order documents name things: platforms come out as listed.
+        let mut todo: VecDeque<(BlobName, Follow, Option<Value>)> = VecDeque::new();
         match entry.digest() {
             Ok(d) => {
-                reach.blobs.insert(d.clone(), entry.size());
-                todo.push((d, Follow::All, entry.value.get("platform").cloned()));
+                reach.learn(&d, entry.size());
+                todo.push_back((d, Follow::All, entry.value.get("platform").cloned()));
             }
             Err(reason) => reach.problems.push(Problem {
                 blob: None,
@@ -317,8 +329,8 @@ impl Store {
         if let Some(source) = entry.value["annotations"][SOURCE_DIGEST].as_str() {
             match source.parse::<BlobName>() {
                 Ok(d) => {
-                    reach.blobs.entry(d.clone()).or_insert(None);
-                    todo.push((d, Follow::Source, None));
+                    reach.learn(&d, None);
+                    todo.push_back((d, Follow::Source, None));
                 }
                 Err(reason) => reach.problems.push(Problem {
                     blob: None,
@@ -327,7 +339,7 @@ impl Store {
             }
         }
         let mut opened = BTreeSet::new();
-        while let Some((blob, follow, platform)) = todo.pop() {
+        while let Some((blob, follow, platform)) = todo.pop_front() {
             if follow == Follow::Blob || !opened.insert((blob.clone(), follow)) {
                 continue;
             }
@@ -376,11 +388,8 @@ impl Store {
                 for d in descriptors {
                     match d["digest"].as_str().map(str::parse::<BlobName>) {
                         Some(Ok(name)) => {
-                            reach
-                                .blobs
-                                .entry(name.clone())
-                                .or_insert(d["size"].as_u64());
-                            todo.push((name, follow, d.get("platform").cloned()));
+                            reach.learn(&name, d["size"].as_u64());
+                            todo.push_back((name, follow, d.get("platform").cloned()));
                         }
                         Some(Err(reason)) => bad.push(Unreadable::BadDescriptors { field, reason }),
                         None => bad.push(Unreadable::BadDescriptors {
@@ -395,7 +404,7 @@ impl Store {
                 for l in fs_layers {
                     match l["blobSum"].as_str().map(str::parse::<BlobName>) {
                         Some(Ok(name)) => {
-                            reach.blobs.entry(name).or_insert(None);
+                            reach.learn(&name, None);
                         }
                         _ => bad.push(Unreadable::BadDescriptors {
                             field: "fsLayers",
