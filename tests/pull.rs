@@ -279,6 +279,16 @@ fn manifest_list_pull_takes_the_requested_platform() {
     assert!(!blob_path(&dest, &amd.layers[0].digest).exists());
     assert!(blob_path(&dest, &list_digest).exists());
     assert!(blob_path(&dest, &arm.digest).exists());
+    // `images` counts what the entry uses (its manifest, config, layer), not the list's other
+    // platform nor the served copies it keeps.
+    let rows = run(imagec().args(["images", "--json", "--dest"]).arg(&dest))
+        .expect(0)
+        .json();
+    let want = e["size"].as_u64().unwrap()
+        + arm.config.data.len() as u64
+        + arm.layers[0].data.len() as u64;
+    assert_eq!(rows[0]["size"], want, "{rows}");
+    assert_eq!(rows[0]["platforms"], serde_json::json!(["linux/arm64/v8"]));
 
     let inspect = skopeo_inspect(&dest, &name, &[]);
     assert_eq!(inspect["Architecture"], "arm64");

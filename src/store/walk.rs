@@ -219,7 +219,9 @@ pub struct ImageNode {
 /// Everything one entry reaches.
 #[derive(Debug, Default)]
 pub struct Reach {
-    /// Every blob named on the way (present or not), with the size its descriptor gave.
+    /// Every blob named on the way (present or not), with the size its descriptor gave; `None`
+    /// for what only the served manifest (`dev.imagec.source.digest`) names, which is kept but
+    /// not counted as the entry's.
     pub blobs: BTreeMap<BlobName, Option<u64>>,
     /// Manifests and indexes named but absent from the store (a sparse layout, or another
     /// platform of a list): there is nothing of them to keep, so they are no problem for gc.
@@ -359,6 +361,7 @@ impl Store {
             };
             let mut named = 0;
             let mut bad = Vec::new();
+            let follow_from = follow;
             // Children of an index: manifests (with their platform).
             let child_follow = if follow == Follow::All {
                 Follow::All
@@ -388,7 +391,10 @@ impl Store {
                 for d in descriptors {
                     match d["digest"].as_str().map(str::parse::<BlobName>) {
                         Some(Ok(name)) => {
-                            reach.learn(&name, d["size"].as_u64());
+                            // What only the served manifest names is kept, not counted:
+                            // `images` counts what the entry itself uses.
+                            let size = d["size"].as_u64().filter(|_| follow_from == Follow::All);
+                            reach.learn(&name, size);
                             todo.push_back((name, follow, d.get("platform").cloned()));
                         }
                         Some(Err(reason)) => bad.push(Unreadable::BadDescriptors { field, reason }),
