@@ -155,8 +155,10 @@ fn resolve_remote(
 
 pub(super) fn cmd_layers(a: RemoteArgs) -> Result<u8, Failure> {
     let (settings, registry, store, resolved) = resolve_remote(&a, true)?;
+    // What `layers` shows is the plan for this one reference.
+    let plan = crate::pull::plan::Plan::build(store.as_ref(), &[Some(&resolved)]);
     let layers = with_context(
-        crate::pull::describe::layer_rows(&registry, store.as_ref(), &resolved),
+        crate::pull::describe::layer_rows(&registry, store.as_ref(), &resolved, &plan),
         || format!("reading the config of {}", resolved.reference),
     )?;
     let text = if settings.output == OutputMode::Json {

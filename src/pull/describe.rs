@@ -6,6 +6,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::plan::{Plan, PlannedBlob};
 use super::resolve::{Content, Resolved};
 use super::transfer::{read_small_blob, stored_diff_id, TransferError, MAX_CONFIG};
 use crate::digest::Digest;
@@ -24,13 +25,20 @@ pub struct LayerRow {
     pub empty_layer: bool,
 }
 
+/// The rows of `layers` for the first image of a one-reference plan: sizes and media types
+/// from the plan, diff_ids and history from the config (schema1: from the manifest's history
+/// and, for layers the plan finds in the store, their recorded or computed diff_ids).
 pub fn layer_rows(
     registry: &Registry,
     store: Option<&Store>,
     res: &Resolved,
+    plan: &Plan,
 ) -> Result<Vec<LayerRow>, TransferError> {
     let img = &res.images[0];
-    let row = |l: &Descriptor, diff_id: Option<String>, created_by: Option<String>| LayerRow {
+    let Some(planned) = plan.images.first() else {
+        return Ok(vec![]);
+    };
+    let row = |l: &PlannedBlob, diff_id: Option<String>, created_by: Option<String>| LayerRow {
         digest: l.digest.clone(),
         size: l.size,
         media_type: l.media_type.clone(),
@@ -43,8 +51,8 @@ pub fn layer_rows(
             let config = config_of(registry, store, res, &m.config)?;
             let history = config.layer_history();
             let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-            Ok(m.layers
-                .iter()
+            Ok(plan
+                .layers_of(planned)
                 .enumerate()
                 .map(|(i, l)| {
                     row(
@@ -55,20 +63,22 @@ pub fn layer_rows(
                 })
                 .collect())
         }
-        Content::Schema1 { manifest, layers } => {
-            let ids = stored_diff_ids(store, layers);
-            Ok(layers
-                .iter()
-                .zip(manifest.layers())
-                .zip(ids)
-                .map(|((l, (_, entry)), id)| row(l, id.map(|d| d.to_string()), entry.created_by()))
-                .collect())
-        }
+        Content::Schema1 { manifest, .. } => Ok(plan
+            .layers_of(planned)
+            .zip(manifest.layers())
+            .map(|(l, (_, entry))| {
+                let id = match (store, l.present) {
+                    (Some(s), true) => stored_diff_id(s, &l.digest).ok().map(|(d, _)| d),
+                    _ => None,
+                };
+                row(l, id.map(|d| d.to_string()), entry.created_by())
+            })
+            .collect()),
     }
 }
 
-/// Schema1 layers' diff_ids, for the layers the store holds (a local pass over each); the
-/// others cannot be known without downloading them.
+/// Schema1 layers' diff_ids, for the layers the store holds (recorded, or a local pass over
+/// each); the others cannot be known without downloading them.
 fn stored_diff_ids(store: Option<&Store>, layers: &[Descriptor]) -> Vec<Option<Digest>> {
     layers
         .iter()

@@ -3,7 +3,8 @@
 //! with the repository to fetch it from, the references that want it, whether the store holds
 //! it, and whether its diff_id is needed (schema1 layers: their config is made from them).
 //! Blobs are ordered largest first: the transfer pool takes them in this order, since the last
-//! blob to finish decides the wall time.
+//! blob to finish decides the wall time. `images` keeps each image's layers in manifest order:
+//! that is what `layers` shows.
 
 use std::collections::HashMap;
 
@@ -49,9 +50,20 @@ impl PlannedBlob {
     }
 }
 
+/// One image of the plan: what `layers` shows, base layer first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedImage {
+    /// The reference (by its place in the pull) it belongs to.
+    pub reference: usize,
+    pub manifest: Digest,
+    pub config: Option<Digest>,
+    pub layers: Vec<Digest>,
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Plan {
     pub blobs: Vec<PlannedBlob>,
+    pub images: Vec<PlannedImage>,
 }
 
 impl Plan {
@@ -60,10 +72,17 @@ impl Plan {
     /// nothing is present.
     pub fn build(store: Option<&Store>, resolved: &[Option<&Resolved>]) -> Plan {
         let mut blobs: Vec<PlannedBlob> = Vec::new();
+        let mut images = Vec::new();
         let mut at: HashMap<Digest, usize> = HashMap::new();
         for (i, res) in resolved.iter().enumerate() {
             let Some(res) = res else { continue };
             for img in &res.images {
+                images.push(PlannedImage {
+                    reference: i,
+                    manifest: img.raw.digest.clone(),
+                    config: img.config().map(|c| c.digest.clone()),
+                    layers: img.layers().iter().map(|l| l.digest.clone()).collect(),
+                });
                 let schema1 = matches!(img.content, Content::Schema1 { .. });
                 for d in img.config().into_iter().chain(img.layers()) {
                     match at.get(&d.digest) {
@@ -92,7 +111,20 @@ impl Plan {
         }
         // Stable: equal sizes keep the order the references named them in.
         blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
-        Plan { blobs }
+        Plan { blobs, images }
+    }
+
+    /// The planned blob of `digest`.
+    pub fn blob(&self, digest: &Digest) -> Option<&PlannedBlob> {
+        self.blobs.iter().find(|b| &b.digest == digest)
+    }
+
+    /// An image's layers, base first, as planned blobs.
+    pub fn layers_of<'p>(
+        &'p self,
+        image: &'p PlannedImage,
+    ) -> impl Iterator<Item = &'p PlannedBlob> {
+        image.layers.iter().filter_map(|d| self.blob(d))
     }
 
     /// The blobs to download.
@@ -107,13 +139,10 @@ impl Plan {
 
     /// The reference charged for a blob's bytes: the first that wants it.
     pub fn owner(&self, digest: &Digest) -> Option<usize> {
-        self.blobs
-            .iter()
-            .find(|b| &b.digest == digest)
-            .and_then(|b| b.wanted_by.first().copied())
+        self.blob(digest).and_then(|b| b.wanted_by.first().copied())
     }
 
     pub fn is_present(&self, digest: &Digest) -> bool {
-        self.blobs.iter().any(|b| &b.digest == digest && b.present)
+        self.blob(digest).is_some_and(|b| b.present)
     }
 }
