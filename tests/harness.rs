@@ -505,3 +505,63 @@ fn jwt_claims(token: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// Send `bytes` on a fresh connection to `host`, then read what comes back until the proxy
+/// closes or a second passes in silence.
+fn send_raw(host: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn the_fault_proxy_answers_garbage_with_400_keeps_serving_and_stops_when_dropped() {
+    let proxy = support::faults::FaultProxy::start(&world().plain().host()).unwrap();
+    let host = proxy.host();
+    for garbage in [
+        &b"\x00\xff not http\r\n\r\n"[..],
+        b"GET",
+        b"\x16\x03\x01\x00\x05hello",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\n",
+        &[b'x'; 70_000][..],
+        b"GET relative HTTP/1.1\r\n\r\n",
+    ] {
+        let answer = String::from_utf8_lossy(&send_raw(&host, garbage)).into_owned();
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{garbage:?}: {answer}"
+        );
+    }
+    // Still serving, and a crafted answer comes back as given.
+    let answer = send_raw(&host, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    proxy.serve("/v2/harness/teapot", 418, &[], b"short and stout".to_vec());
+    let answer = String::from_utf8(send_raw(&host, b"GET /v2/harness/teapot HTTP/1.1\r\n\r\n"));
+    let answer = answer.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nshort and stout"), "{answer}");
+    // Dropped: the accept thread ends and the port is closed.
+    drop(proxy);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while TcpStream::connect(&host).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{host} still accepts");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn http_heads_of_any_bytes_never_panic(
+        raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        shaped in "[A-Z]{0,6} /[ -~]{0,20} HTTP/1\\.1\r\n([A-Za-z-]{0,10}:[ -~]{0,20}\r\n){0,4}(\r\n)?",
+    ) {
+        for bytes in [&raw[..], shaped.as_bytes()] {
+            let _ = support::httpd::read_head(&mut std::io::BufReader::new(bytes));
+        }
+    }
+}
