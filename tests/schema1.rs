@@ -566,7 +566,8 @@ fn bytes_outside_the_signed_payload_are_never_used() {
         other.digest
     );
     let body = dressed(&payload, &evil);
-    assert_ne!(sha256(&body), legacy.digest);
+    let served_digest = sha256(&body);
+    assert_ne!(served_digest, legacy.digest);
     let proxy = serving_manifest(
         "/v2/s1/outside/manifests/1".into(),
         body,
@@ -590,6 +591,12 @@ fn bytes_outside_the_signed_payload_are_never_used() {
         "the layers are the payload's, not the appended ones"
     );
     assert!(!blob_path(&dest, &other.digest).exists());
+    // The crafted body was what imagec got (the store keeps the served bytes under their
+    // sha256): without it the real manifest would give the same layers, and this test nothing.
+    assert!(
+        blob_path(&dest, &served_digest).exists(),
+        "the crafted body was not served"
+    );
 }
 
 #[test]
