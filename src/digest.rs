@@ -185,15 +185,6 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.hasher.count()
-    }
-
-    /// The hash state so far (to resume elsewhere after a broken stream).
-    pub fn hasher(&self) -> &Hasher {
-        &self.hasher
-    }
-
     /// Drain to EOF (so a longer body is noticed), then compare size and digest.
     pub fn finish(mut self, expected: &Digest) -> io::Result<Result<u64, VerifyError>> {
         io::copy(&mut self, &mut io::sink())?;

@@ -52,7 +52,12 @@ impl Error {
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
             Error::Pull(PullError::Transfer(e)) => transfer_code(e),
             Error::Transfer(e) => transfer_code(e),
-            Error::Pull(PullError::Store(_) | PullError::BlobMissing { .. }) => FAILURE,
+            Error::Pull(
+                PullError::Store(_)
+                | PullError::BlobMissing { .. }
+                | PullError::NoImage { .. }
+                | PullError::NoDiffId { .. },
+            ) => FAILURE,
         }
     }
 }

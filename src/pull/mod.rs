@@ -75,6 +75,12 @@ pub enum PullError {
     Store(#[from] StoreError),
     #[error("blob {digest} is not in the store at {path} after the transfer (removed by another process?)")]
     BlobMissing { digest: Digest, path: PathBuf },
+    #[error("{reference} selected no image")]
+    NoImage { reference: String },
+    #[error(
+        "the diff_id of layer {layer} was not computed, so its schema1 image cannot be converted"
+    )]
+    NoDiffId { layer: Digest },
 }
 
 /// Per blob: bytes received, and its diff_id (when asked for) or why it failed.
@@ -154,7 +160,7 @@ fn store_reference(
     res: &Resolved,
     opts: &PullOptions,
     diff_ids: &HashMap<Digest, (Digest, bool)>,
-) -> Result<Stored, StoreError> {
+) -> Result<Stored, PullError> {
     let mut children = Vec::new();
     let mut images = Vec::new();
     for img in &res.images {
@@ -168,9 +174,8 @@ fn store_reference(
         (None, _) | (Some(_), PlatformChoice::Host(_) | PlatformChoice::One(_)) => children
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError::BadIndex {
-                path: store.root().join("index.json"),
-                reason: format!("{} selected no image", res.reference),
+            .ok_or_else(|| PullError::NoImage {
+                reference: res.reference.to_string(),
             })?,
         (Some(index), PlatformChoice::All) => {
             if opts.format == Format::Oci && res.top_kind == Kind::DockerList {
@@ -209,7 +214,7 @@ fn store_image(
     img: &ResolvedImage,
     format: Format,
     diff_ids: &HashMap<Digest, (Digest, bool)>,
-) -> Result<(Descriptor, ImageManifest), StoreError> {
+) -> Result<(Descriptor, ImageManifest), PullError> {
     // Named by the sha256 of the bytes: for signed schema1 that is not the registry's digest
     // (which covers the JWS payload only), but every file under blobs/ must match its name.
     store.write_blob(&Digest::sha256_of(&img.raw.bytes), &img.raw.bytes)?;
@@ -263,15 +268,14 @@ fn schema1_to_oci(
     m: &manifest::schema1::Schema1,
     layers: &[Descriptor],
     diff_ids: &HashMap<Digest, (Digest, bool)>,
-) -> Result<ImageManifest, StoreError> {
+) -> Result<ImageManifest, PullError> {
     let ids: Vec<Option<Digest>> = layers
         .iter()
         .map(|l| diff_ids.get(&l.digest).map(|(d, _)| d.clone()))
         .collect();
     if let Some(i) = ids.iter().position(Option::is_none) {
-        return Err(StoreError::BadIndex {
-            path: store.blob_path(&layers[i].digest),
-            reason: "the layer's diff_id was not computed".into(),
+        return Err(PullError::NoDiffId {
+            layer: layers[i].digest.clone(),
         });
     }
     let config = m.config(&ids);

@@ -99,10 +99,6 @@ impl Ingest<'_> {
         self.hasher.count()
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     pub fn digest(&self) -> &Digest {
         &self.digest
     }
