@@ -23,6 +23,7 @@ pub mod walk;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -353,7 +354,12 @@ impl Store {
     pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = self.tmp_dir();
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        // Created 0666 minus the umask, as `cp` and skopeo create files: a store written by
+        // root in CI stays readable by the user who reads it next (tempfile's default 0600
+        // made index.json and the manifests owner-only while layers followed the umask).
+        let mut tmp = tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(&dir)
             .map_err(io_err("creating a temp file in", &dir))?;
         tmp.write_all(bytes)
             .map_err(io_err("writing", tmp.path()))?;

@@ -248,11 +248,25 @@ fn imagec_binary() -> PathBuf {
 /// separate empty directory `$HOME/docker-config`; no proxy; `IMAGEC_RETRY_BASE_MS=0` so that
 /// retries do not sleep. Tests read the paths back with `get_envs()` / `get_current_dir()`.
 pub fn imagec() -> Command {
+    imagec_via(&[])
+}
+
+/// [`imagec`] started through `wrapper` (a command that ends by executing its arguments):
+/// `["setpriv", "--reuid=65534", ...]` to run as another user, `["sh", "-c", "umask 077 && exec
+/// \"$@\"", "sh"]` to run under a given umask.
+pub fn imagec_via(wrapper: &[&str]) -> Command {
     let home = temp_dir();
     let docker_config = home.join("docker-config");
     std::fs::create_dir(&docker_config)
         .unwrap_or_else(|e| panic!("creating {}: {e}", docker_config.display()));
-    let mut command = Command::new(imagec_binary());
+    let mut command = match wrapper.split_first() {
+        None => Command::new(imagec_binary()),
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(imagec_binary());
+            c
+        }
+    };
     command.env_clear();
     for name in ["PATH", "TMPDIR", "RUST_BACKTRACE", "LLVM_PROFILE_FILE"] {
         if let Some(value) = std::env::var_os(name) {
