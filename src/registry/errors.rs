@@ -164,6 +164,8 @@ pub enum RegistryError {
         offset: u64,
         content_range: String,
     },
+    #[error("tag list from {url}: {reason}")]
+    BadTagList { url: String, reason: String },
     #[error("HEAD {url} answered HTTP {status} without a Content-Length for the blob")]
     MissingLength { url: String, status: u16 },
     #[error("gave up after {seconds} s (--timeout): {last}")]
@@ -237,6 +239,7 @@ impl RegistryError {
             | RegistryError::BlobVerify { .. }
             | RegistryError::BadRange { .. }
             | RegistryError::MissingLength { .. }
+            | RegistryError::BadTagList { .. }
             | RegistryError::Deadline { .. } => false,
         }
     }

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod http;
 mod manifests;
 pub mod retry;
+mod tags;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -293,6 +294,7 @@ fn describe(r: &Reference, path: &str) -> String {
             format!("{}/{}@{m}", r.registry(), r.repository())
         }
         Some(m) => format!("{}/{}:{m}", r.registry(), r.repository()),
+        None if path.starts_with("tags/list") => format!("{}/{}", r.registry(), r.repository()),
         None => path.strip_prefix("blobs/").unwrap_or(path).to_string(),
     }
 }

@@ -324,10 +324,11 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     if method.is_empty() || !target.starts_with('/') {
         return answer(&mut to_client, "GET", 400, None, &AtomicU64::new(0));
     }
+    // Faults match the whole target (query included); exchanges are recorded by path.
     let path = target.split('?').next().unwrap_or("").to_string();
     let sent = shared.record(&method, &path);
 
-    let status_fault = shared.take(&path, |k| matches!(k, Kind::Status { .. }));
+    let status_fault = shared.take(&target, |k| matches!(k, Kind::Status { .. }));
     if let Some(Kind::Status {
         status,
         retry_after,
@@ -339,7 +340,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         status,
         headers,
         body,
-    }) = shared.take(&path, |k| matches!(k, Kind::Serve { .. }))
+    }) = shared.take(&target, |k| matches!(k, Kind::Serve { .. }))
     {
         let mut head = format!("HTTP/1.1 {status} Served\r\n");
         for (name, value) in &headers {
@@ -360,8 +361,8 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         return to_client.flush();
     }
     let ranged = request.header("range").is_some();
-    let drop_range = ranged && shared.take(&path, |k| *k == Kind::IgnoreRange).is_some();
-    let accept = match shared.take(&path, |k| matches!(k, Kind::Accept(_))) {
+    let drop_range = ranged && shared.take(&target, |k| *k == Kind::IgnoreRange).is_some();
+    let accept = match shared.take(&target, |k| matches!(k, Kind::Accept(_))) {
         Some(Kind::Accept(v)) => Some(v),
         _ => None,
     };
@@ -405,7 +406,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     let signed = response
         .header("content-type")
         .is_some_and(|t| t.trim() == schema1::SIGNED);
-    if signed && shared.take(&path, |k| *k == Kind::Unsign).is_some() {
+    if signed && shared.take(&target, |k| *k == Kind::Unsign).is_some() {
         return unsigned(
             &mut to_client,
             &method,
@@ -417,10 +418,10 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     let bad_range = ranged
         && status == 206
         && shared
-            .take(&path, |k| *k == Kind::BadContentRange)
+            .take(&target, |k| *k == Kind::BadContentRange)
             .is_some();
     let cut_at = (method == "GET" && (200..300).contains(&status))
-        .then(|| shared.take(&path, |k| matches!(k, Kind::CutShort { .. })))
+        .then(|| shared.take(&target, |k| matches!(k, Kind::CutShort { .. })))
         .flatten()
         .and_then(|k| match k {
             Kind::CutShort { after } => Some(after),
@@ -446,14 +447,14 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     }
     let faultable = method == "GET" && (200..300).contains(&status);
     let reset_at = faultable
-        .then(|| shared.take(&path, |k| matches!(k, Kind::Reset { .. })))
+        .then(|| shared.take(&target, |k| matches!(k, Kind::Reset { .. })))
         .flatten()
         .and_then(|k| match k {
             Kind::Reset { after } => Some(after),
             _ => None,
         });
     let stall = (faultable && !ranged)
-        .then(|| shared.take(&path, |k| matches!(k, Kind::Stall { .. })))
+        .then(|| shared.take(&target, |k| matches!(k, Kind::Stall { .. })))
         .flatten()
         .and_then(|k| match k {
             Kind::Stall { after, hold } => Some((after, hold)),
@@ -462,7 +463,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     let reset_at = reset_at.or(stall.map(|(after, _)| after));
 
     let flip_at = faultable
-        .then(|| shared.take(&path, |k| matches!(k, Kind::Flip { .. })))
+        .then(|| shared.take(&target, |k| matches!(k, Kind::Flip { .. })))
         .flatten()
         .and_then(|k| match k {
             Kind::Flip { offset } => Some(offset),
