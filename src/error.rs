@@ -28,6 +28,8 @@ pub enum Error {
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
     #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
     Pull(#[from] PullError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
@@ -46,12 +48,15 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Unsupported(_) => USAGE,
-            Error::Tls(_) | Error::Store(_) | Error::Gc(_) => FAILURE,
+            // A --ca-cert file that cannot be read or holds no certificate is the user's input,
+            // like a missing one.
+            Error::Usage(_) | Error::Unsupported(_) | Error::Tls(_) => USAGE,
+            Error::Store(_) | Error::Gc(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
             Error::Pull(PullError::Transfer(e)) => transfer_code(e),
             Error::Transfer(e) => transfer_code(e),
+            Error::Client(e) => client_code(e),
             Error::Pull(
                 PullError::Store(_)
                 | PullError::BlobMissing { .. }
@@ -130,6 +135,7 @@ pub fn registry_code(e: &RegistryError) -> u8 {
         | RegistryError::BlobVerify { .. }
         | RegistryError::BadRange { .. }
         | RegistryError::MissingLength { .. }
+        | RegistryError::BadTagList { .. }
         | RegistryError::Deadline { .. } => FAILURE,
     }
 }

@@ -123,6 +123,13 @@ fn parse(input: &str) -> Result<Reference, String> {
     if let Some(c) = input.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("it contains the character {c:?}"));
     }
+    // Copied from a browser or a registry's docs: the scheme is not part of a reference, and
+    // plain HTTP is chosen by the client (automatic on loopback, else --insecure-allow-http).
+    if let Some((scheme, rest)) = input.split_once("://") {
+        return Err(format!(
+            "a reference has no scheme: drop \"{scheme}://\" and write {rest:?}"
+        ));
+    }
     // The docker CLI refuses a bare 64-hex string: it looks like an image ID, not a name.
     if input.len() == 64 && input.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(
@@ -459,6 +466,11 @@ mod tests {
         let long_name = format!("ghcr.io/{}", "a".repeat(250));
         let cases: Vec<(&str, &str)> = vec![
             ("", "empty"),
+            (
+                "http://127.0.0.1:5000/team/app:1",
+                "drop \"http://\" and write \"127.0.0.1:5000/team/app:1\"",
+            ),
+            ("https://ghcr.io/org/app", "no scheme"),
             ("Alpine", "lowercase"),
             ("docker.io/Library/alpine", "lowercase"),
             ("ghcr.io/Owner/repo", "lowercase"),

@@ -293,7 +293,7 @@ fn tls_with_private_ca() {
         .arg(fresh_dest())
         .arg(&name))
     .expect(0);
-    // A CA file that is not PEM is a clear error.
+    // A CA file that is not PEM is a usage error, like a missing one.
     let junk = world().temp_dir().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     let out = run(imagec()
@@ -302,8 +302,12 @@ fn tls_with_private_ca() {
         .arg("--ca-cert")
         .arg(&junk)
         .arg(&name))
-    .expect(1);
-    assert!(out.stderr.contains("junk.pem"), "{}", out.stderr);
+    .expect(2);
+    assert!(
+        out.stderr.contains("junk.pem: not a PEM certificate file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

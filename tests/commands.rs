@@ -194,9 +194,19 @@ fn images_lists_what_the_store_holds() {
         out.stdout
     );
 
-    // A directory that is not a layout is refused, not silently treated as empty.
+    // A directory that holds something else is refused, not silently treated as empty; an
+    // empty one is where `pull` would make a store, so it holds nothing yet.
+    let empty = world().temp_dir();
+    let out = run(imagec().args(["images", "--json", "--dest"]).arg(&empty)).expect(0);
+    assert_eq!(out.json(), serde_json::json!([]));
     let not_layout = world().temp_dir();
-    run(imagec().args(["images", "--dest"]).arg(&not_layout)).expect(1);
+    std::fs::write(not_layout.join("notes.txt"), "mine").unwrap();
+    let out = run(imagec().args(["images", "--dest"]).arg(&not_layout)).expect(1);
+    assert!(
+        out.stderr.contains("not an OCI image layout"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -4,13 +4,27 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The exit codes (SPEC: Exit codes), at the end of every help page.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  0 success, 1 failure, 2 usage error, 3 authentication refused,\n  4 not found, 130 interrupted (Ctrl-C)"
+    };
+}
+
+/// A command's help footer: a few examples, then the exit codes.
+macro_rules! examples {
+    ($($line:literal),+ $(,)?) => {
+        concat!("Examples:\n", $("  ", $line, "\n",)+ "\n", exit_codes!())
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "imagec",
     version,
     about = "Pull container images from registries into a verified OCI image layout",
     long_about = None,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 authentication refused, 4 not found."
+    after_help = exit_codes!(),
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,16 +34,48 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Pull one or more images into the store
+    #[command(after_help = examples!(
+        "imagec pull alpine:3.20",
+        "imagec pull --platform linux/arm64 --dest ./store ghcr.io/org/app:1.2 alpine",
+        "imagec pull --dry-run --json registry.example.com/team/app:2",
+    ))]
     Pull(PullArgs),
     /// List an image's layers without downloading them
-    Layers(RemoteArgs),
-    /// Show an image's manifest and config
+    #[command(after_help = examples!(
+        "imagec layers alpine:3.20",
+        "imagec layers --json --platform linux/arm64 ghcr.io/org/app:1.2",
+    ))]
+    Layers(LayersArgs),
+    /// Show an image's summary, manifest and config
+    #[command(after_help = examples!(
+        "imagec inspect alpine:3.20",
+        "imagec inspect --json ghcr.io/org/app:1.2 | jq .config",
+        "imagec inspect --raw alpine:3.20 | sha256sum",
+    ))]
     Inspect(InspectArgs),
+    /// List a repository's tags
+    #[command(after_help = examples!(
+        "imagec tags alpine",
+        "imagec tags --json registry.example.com/team/app | jq -r '.tags[]'",
+    ))]
+    Tags(TagsArgs),
     /// List what the store holds
+    #[command(after_help = examples!(
+        "imagec images",
+        "imagec images --dest ./store --json",
+    ))]
     Images(ImagesArgs),
     /// Remove references from the store's index (their blobs stay until `gc`)
+    #[command(after_help = examples!(
+        "imagec rm docker.io/library/alpine:3.20",
+        "imagec rm alpine:3.20 && imagec gc",
+    ))]
     Rm(RmArgs),
     /// Delete blobs no reference reaches, and stale partial downloads
+    #[command(after_help = examples!(
+        "imagec gc --dry-run",
+        "imagec gc --dest ./store --json",
+    ))]
     Gc(GcArgs),
 }
 
@@ -62,26 +108,53 @@ pub struct PullArgs {
     /// Resolve the references and print what would be downloaded; download and create nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Parallel blob downloads
+    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// How manifests are stored: `oci` rewrites Docker media types to OCI ones, `preserve` keeps them as served
+    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
+    pub format: FormatArg,
+    /// No progress output; print only the manifest digest of each reference
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct RemoteArgs {
+pub struct LayersArgs {
     /// The image: [registry[:port]/]repository[:tag][@digest]
     #[arg(value_name = "REFERENCE")]
     pub reference: String,
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub image: ImageArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// The image: [registry[:port]/]repository[:tag][@digest]
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
     /// Print the manifest bytes exactly as the registry served them
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["full", "json"])]
     pub raw: bool,
+    /// Add the whole manifest and config to the summary
+    #[arg(long)]
+    pub full: bool,
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// The repository: [registry[:port]/]repository (a tag or digest is ignored)
+    #[arg(value_name = "REPOSITORY")]
+    pub repository: String,
+    /// Machine-readable output on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +163,7 @@ pub struct ImagesArgs {
     pub store: StoreArgs,
 }
 
-/// Where the store is and whether to answer in JSON: every command has these.
+/// Where the store is and whether to answer in JSON: every command that reads the store.
 #[derive(Debug, Args, Clone)]
 pub struct StoreArgs {
     /// The store: an OCI image layout directory
@@ -106,21 +179,25 @@ pub struct StoreArgs {
     pub json: bool,
 }
 
-/// Options shared by every command that talks to a registry.
+/// What names one image in the store and at the registry: `pull`, `layers`, `inspect`.
 #[derive(Debug, Args, Clone)]
-pub struct CommonArgs {
+pub struct ImageArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Platform to take from a multi-platform image: os/arch[/variant], or `all` [default: the host's]
+    /// Platform to take from a multi-platform image: os/arch[/variant], or `all` (pull only) [default: the host's]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
-    /// Parallel blob downloads
-    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How to reach and authenticate to a registry: every command that talks to one.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
     /// Registry user name
     #[arg(short = 'u', long, env = "IMAGEC_USERNAME", value_name = "USER")]
     pub username: Option<String>,
-    /// Read the password or token from standard input (IMAGEC_PASSWORD also works)
+    /// Read the password or token from standard input (IMAGEC_PASSWORD also works); on a terminal, prompts
     #[arg(long)]
     pub password_stdin: bool,
     /// Docker config.json to read credentials from [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
@@ -141,12 +218,6 @@ pub struct CommonArgs {
     /// Attempts for a transient failure (connection reset, 5xx, 429, timeouts)
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retries: u32,
-    /// How manifests are stored: `oci` rewrites Docker media types to OCI ones, `preserve` keeps them as served
-    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
-    pub format: FormatArg,
-    /// No progress output; `pull` prints only the manifest digest of each reference
-    #[arg(short, long)]
-    pub quiet: bool,
     /// Log each HTTP request and decision to stderr (never a secret)
     #[arg(short, long)]
     pub verbose: bool,

@@ -4,9 +4,13 @@
 
 use std::io::{self, Write};
 
-use super::args::{GcArgs, ImagesArgs, InspectArgs, PullArgs, RemoteArgs, RmArgs};
+use super::args::{
+    GcArgs, ImageArgs, ImagesArgs, InspectArgs, LayersArgs, PullArgs, RmArgs, TagsArgs,
+};
 use super::render as output;
-use super::settings::{parse_references, OutputMode, Settings};
+use super::settings::{
+    format_of, parse_references, ImageSettings, OutputMode, Settings, UsageError,
+};
 use super::{emit, interrupt, report_error, reporter_for, stdout_error, with_context, Failure};
 use crate::error::{self, Error};
 use crate::platform::PlatformChoice;
@@ -18,83 +22,176 @@ use crate::store::Store;
 pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     let refs = parse_references(&a.references)?;
     let registries: Vec<&str> = refs.iter().map(|r| r.registry()).collect();
-    let settings = Settings::from_args(&a.common, &registries)?;
+    let settings = Settings::from_args(
+        &a.image.registry,
+        &registries,
+        OutputMode::of(a.image.store.json, a.quiet),
+    )?;
+    let image = ImageSettings::from_args(&a.image)?;
     if a.dry_run {
-        return dry_run(&settings, &refs);
+        return dry_run(&settings, &image, &refs);
     }
     let reporter = reporter_for(&settings, true);
     let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
-    let store = with_context(Store::create(&settings.dest), || {
-        format!("opening store {}", settings.dest.display())
-    })?;
-    // Held for the whole pull: gc waits for it (see Store::activity_lock).
-    let _active = with_context(store.activity_lock(false), || {
-        format!("locking store {}", settings.dest.display())
-    })?;
     let opts = PullOptions {
-        platform: settings.platform.clone(),
-        jobs: settings.jobs,
-        format: settings.format,
+        platform: image.platform.clone(),
+        jobs: a.jobs as usize,
+        format: format_of(a.format),
         cancel: crate::cancel::Cancel::new(),
     };
-    let mut code = error::SUCCESS;
-    let mut out = io::stdout().lock();
-    let mut stdout_open = true;
     interrupt::install(opts.cancel.clone());
-    for (r, result) in pull(&registry, &store, &refs, &opts) {
-        match result {
-            Ok(report) => {
-                let line = match settings.output {
-                    OutputMode::Json => output::json_line(&report),
-                    OutputMode::Quiet => format!("{}\n", report.digest),
-                    OutputMode::Human => {
-                        let _ = writeln!(io::stderr(), "{}", output::pull_summary(&report));
-                        format!("{} {}\n", report.reference, report.digest)
-                    }
-                };
-                // A closed stdout stops the printing, not the outcome: the exit code still says
-                // whether every reference was pulled.
-                if stdout_open {
-                    match emit(&mut out, &line) {
-                        Ok(()) => {}
-                        Err(Failure::Quiet) => stdout_open = false,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            // Said once below, not once per reference.
-            Err(_) if opts.cancel.is_cancelled() => {}
+    let start = std::time::Instant::now();
+    let mut out = PullOutput::new(settings.output);
+    // Resolve first, reading the store if there is one: when every reference fails here (not
+    // found, refused), no store is created (SPEC: Commands).
+    let existing = with_context(Store::open(&image.dest), || {
+        format!("opening store {}", image.dest.display())
+    })?;
+    let resolved = crate::pull::resolve_all(&registry, existing.as_ref(), &refs, &opts);
+    drop(existing);
+    let mut results: Vec<Option<Result<crate::pull::PullReport, Error>>> =
+        (0..refs.len()).map(|_| None).collect();
+    let mut ok = Vec::new();
+    for (i, (r, res)) in resolved.into_iter().enumerate() {
+        match res {
+            Ok(res) => ok.push((i, (r, Ok(res)))),
             Err(e) => {
-                let e = Error::from(e);
-                report_error(Some(&format!("pulling {r}")), &e);
-                if code == error::SUCCESS {
-                    code = e.exit_code();
-                }
+                let e = Error::from(crate::pull::PullError::from(e));
+                out.failed(&r, &e, &opts.cancel);
+                results[i] = Some(Err(e));
             }
         }
     }
+    if !ok.is_empty() {
+        let store = with_context(Store::create(&image.dest), || {
+            format!("opening store {}", image.dest.display())
+        })?;
+        // Held for the whole pull: gc waits for it (see Store::activity_lock).
+        let _active = with_context(store.activity_lock(false), || {
+            format!("locking store {}", image.dest.display())
+        })?;
+        let (places, ok): (Vec<usize>, Vec<_>) = ok.into_iter().unzip();
+        for (i, (r, result)) in places
+            .into_iter()
+            .zip(pull(&registry, &store, ok, &opts, start))
+        {
+            let result = result.map_err(Error::from);
+            if let Err(e) = &result {
+                out.failed(&r, e, &opts.cancel);
+            }
+            results[i] = Some(result);
+        }
+    }
+    // stdout in the order the references were given.
+    for (r, result) in refs.iter().zip(results) {
+        match result {
+            Some(Ok(report)) => out.pulled(&report)?,
+            Some(Err(e)) => out.failed_record(r, &e)?,
+            None => {}
+        }
+    }
+    let code = out.code;
     if opts.cancel.is_cancelled() {
         let _ = writeln!(
             io::stderr(),
             "imagec: interrupted; what arrived is kept in {} and the next pull resumes it",
-            store.root().join(".imagec/partial").display()
+            image.dest.join(".imagec/partial").display()
         );
         return Ok(error::INTERRUPTED);
     }
     Ok(code)
 }
 
+/// What `pull` writes per reference: the summary on stderr and a line (digest, JSON record)
+/// on stdout, for a failed reference too under `--json` (SPEC: a script sees every reference
+/// it asked for).
+struct PullOutput {
+    mode: OutputMode,
+    out: io::StdoutLock<'static>,
+    stdout_open: bool,
+    code: u8,
+}
+
+impl PullOutput {
+    fn new(mode: OutputMode) -> PullOutput {
+        PullOutput {
+            mode,
+            out: io::stdout().lock(),
+            stdout_open: true,
+            code: error::SUCCESS,
+        }
+    }
+
+    fn pulled(&mut self, report: &crate::pull::PullReport) -> Result<(), Failure> {
+        let line = match self.mode {
+            OutputMode::Json => output::json_line(report),
+            OutputMode::Quiet => format!("{}\n", report.digest),
+            OutputMode::Human => {
+                let _ = writeln!(io::stderr(), "{}", output::pull_summary(report));
+                format!("{} {}\n", report.reference, report.digest)
+            }
+        };
+        self.line(&line)
+    }
+
+    /// Said on stderr at once, with the reference it concerns.
+    fn failed(
+        &mut self,
+        r: &crate::reference::Reference,
+        e: &Error,
+        cancel: &crate::cancel::Cancel,
+    ) {
+        // An interrupt is said once, at the end, not once per reference.
+        if cancel.is_cancelled() {
+            return;
+        }
+        report_error(Some(&format!("pulling {r}")), e);
+        if self.code == error::SUCCESS {
+            self.code = e.exit_code();
+        }
+    }
+
+    /// The failure's record on stdout under `--json`.
+    fn failed_record(&mut self, r: &crate::reference::Reference, e: &Error) -> Result<(), Failure> {
+        if self.mode != OutputMode::Json {
+            return Ok(());
+        }
+        self.line(&output::json_error_line(
+            &r.to_string(),
+            e.exit_code(),
+            &e.to_string(),
+        ))
+    }
+
+    /// A closed stdout stops the printing, not the outcome: the exit code still says whether
+    /// every reference was pulled.
+    fn line(&mut self, line: &str) -> Result<(), Failure> {
+        if self.stdout_open {
+            match emit(&mut self.out, line) {
+                Ok(()) => {}
+                Err(Failure::Quiet) => self.stdout_open = false,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `pull --dry-run`: resolve every reference (reading, never writing, the store), plan, and
 /// print the plan. Nothing is downloaded or created.
-fn dry_run(settings: &Settings, refs: &[crate::reference::Reference]) -> Result<u8, Failure> {
+fn dry_run(
+    settings: &Settings,
+    image: &ImageSettings,
+    refs: &[crate::reference::Reference],
+) -> Result<u8, Failure> {
     let registry = Registry::new(settings.registry.clone(), reporter_for(settings, false))?;
-    let store = with_context(Store::open(&settings.dest), || {
-        format!("opening store {}", settings.dest.display())
+    let store = with_context(Store::open(&image.dest), || {
+        format!("opening store {}", image.dest.display())
     })?;
     let mut code = error::SUCCESS;
     let mut resolved = Vec::new();
     for r in refs {
-        match resolve(&registry, store.as_ref(), r, &settings.platform) {
+        match resolve(&registry, store.as_ref(), r, &image.platform) {
             Ok(res) => resolved.push(Some(res)),
             Err(e) => {
                 let e = Error::from(e);
@@ -121,7 +218,8 @@ fn dry_run(settings: &Settings, refs: &[crate::reference::Reference]) -> Result<
 /// Shared by `layers` and `inspect`: resolve without writing to the store. With `from_store`,
 /// manifests the store holds are read from it (after a HEAD); without, they are fetched.
 fn resolve_remote(
-    a: &RemoteArgs,
+    reference: &str,
+    a: &ImageArgs,
     from_store: bool,
 ) -> Result<
     (
@@ -132,9 +230,14 @@ fn resolve_remote(
     ),
     Failure,
 > {
-    let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
-    let settings = Settings::from_args(&a.common, &[reference.registry()])?;
-    if settings.platform == PlatformChoice::All {
+    let reference = parse_references(&[reference.to_string()])?.remove(0);
+    let settings = Settings::from_args(
+        &a.registry,
+        &[reference.registry()],
+        OutputMode::of(a.store.json, false),
+    )?;
+    let image = ImageSettings::from_args(a)?;
+    if image.platform == PlatformChoice::All {
         return Err(Error::Unsupported(
             "--platform all is for pull; layers and inspect show one platform",
         )
@@ -142,19 +245,19 @@ fn resolve_remote(
     }
     let reporter = reporter_for(&settings, false);
     let registry = Registry::new(settings.registry.clone(), reporter)?;
-    let store = Store::open(&settings.dest)
+    let store = Store::open(&image.dest)
         .ok()
         .flatten()
         .filter(|_| from_store);
     let resolved = with_context(
-        resolve(&registry, store.as_ref(), &reference, &settings.platform),
+        resolve(&registry, store.as_ref(), &reference, &image.platform),
         || format!("resolving {reference}"),
     )?;
     Ok((settings, registry, store, resolved))
 }
 
-pub(super) fn cmd_layers(a: RemoteArgs) -> Result<u8, Failure> {
-    let (settings, registry, store, resolved) = resolve_remote(&a, true)?;
+pub(super) fn cmd_layers(a: LayersArgs) -> Result<u8, Failure> {
+    let (settings, registry, store, resolved) = resolve_remote(&a.reference, &a.image, true)?;
     // What `layers` shows is the plan for this one reference.
     let plan = crate::pull::plan::Plan::build(store.as_ref(), &[Some(&resolved)]);
     let layers = with_context(
@@ -173,7 +276,7 @@ pub(super) fn cmd_layers(a: RemoteArgs) -> Result<u8, Failure> {
 pub(super) fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {
     // --raw promises the bytes as served: the store may hold a schema1 manifest only as its
     // payload, so ask the registry.
-    let (_settings, registry, store, resolved) = resolve_remote(&a.remote, !a.raw)?;
+    let (_settings, registry, store, resolved) = resolve_remote(&a.reference, &a.image, !a.raw)?;
     let mut out = io::stdout().lock();
     if a.raw {
         match out.write_all(&resolved.top.bytes).and_then(|_| out.flush()) {
@@ -187,6 +290,34 @@ pub(super) fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {
         || format!("reading the config of {}", resolved.reference),
     )?;
     emit(&mut out, &output::json_pretty(&doc))?;
+    Ok(error::SUCCESS)
+}
+
+pub(super) fn cmd_tags(a: TagsArgs) -> Result<u8, Failure> {
+    let reference = parse_references(std::slice::from_ref(&a.repository))?.remove(0);
+    // `alpine:3.20` or `app@sha256:...` names an image, not a repository (skopeo list-tags
+    // refuses them too): say what to drop rather than list a repository the user did not name.
+    let last = a.repository.rsplit('/').next().unwrap_or("");
+    if let Some(i) = last.find([':', '@']) {
+        return Err(UsageError::TagsOfATag(last[i..].to_string()).into());
+    }
+    let settings = Settings::from_args(
+        &a.registry,
+        &[reference.registry()],
+        OutputMode::of(a.json, false),
+    )?;
+    let registry = Registry::new(settings.registry.clone(), reporter_for(&settings, false))?;
+    let repository = format!("{}/{}", reference.registry(), reference.repository());
+    let tags = with_context(
+        registry.list_tags(&reference, settings.tags_page, None),
+        || format!("listing the tags of {repository}"),
+    )?;
+    let text = if settings.output == OutputMode::Json {
+        output::json_pretty(&serde_json::json!({ "repository": repository, "tags": tags }))
+    } else {
+        tags.iter().map(|t| format!("{t}\n")).collect()
+    };
+    emit(&mut io::stdout().lock(), &text)?;
     Ok(error::SUCCESS)
 }
 
@@ -262,10 +393,19 @@ pub(super) fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
 }
 
 pub(super) fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
-    let store = existing_store(&a.store.dest)?;
-    let report = with_context(crate::store::gc::gc(&store, a.dry_run, a.force), || {
-        format!("collecting store {}", a.store.dest.display())
+    // No store is nothing to collect, as it is nothing to list for `images`.
+    let store = with_context(Store::open(&a.store.dest), || {
+        format!("opening store {}", a.store.dest.display())
     })?;
+    let report = match &store {
+        Some(store) => with_context(crate::store::gc::gc(store, a.dry_run, a.force), || {
+            format!("collecting store {}", a.store.dest.display())
+        })?,
+        None => crate::store::gc::GcReport {
+            dry_run: a.dry_run,
+            ..Default::default()
+        },
+    };
     for w in &report.warnings {
         let _ = writeln!(
             io::stderr(),

@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Images(a) => commands::cmd_images(a),
         Command::Rm(a) => commands::cmd_rm(a),
         Command::Gc(a) => commands::cmd_gc(a),
+        Command::Tags(a) => commands::cmd_tags(a),
     };
     match result {
         Ok(code) => code,

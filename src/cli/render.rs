@@ -14,6 +14,15 @@ pub fn json_line<T: Serialize>(v: &T) -> String {
     format!("{}\n", serde_json::to_string(v).unwrap_or_default())
 }
 
+/// `pull --json`'s record for a reference that failed: `code` is the exit code the failure
+/// alone would give (SPEC: Exit codes), `message` the line printed on stderr.
+pub fn json_error_line(reference: &str, code: u8, message: &str) -> String {
+    json_line(&serde_json::json!({
+        "reference": reference,
+        "error": { "code": code, "message": message },
+    }))
+}
+
 pub fn json_pretty<T: Serialize>(v: &T) -> String {
     format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::args::{CommonArgs, FormatArg};
+use crate::cli::args::{FormatArg, ImageArgs, RegistryArgs};
 use crate::platform::{Platform, PlatformChoice, PlatformError};
 use crate::pull::Format;
 use crate::reference::{Reference, ReferenceError};
@@ -27,12 +27,12 @@ pub enum UsageError {
     EmptyPassword,
     #[error("--password-stdin: reading standard input: {0}")]
     Stdin(std::io::Error),
+    #[error("tags lists a repository: drop {0:?} from the name")]
+    TagsOfATag(String),
     #[error("--auth-file {0}: no such file")]
     NoAuthFile(PathBuf),
     #[error("--ca-cert {0}: no such file")]
     NoCaCert(PathBuf),
-    #[error("--json and --quiet cannot be used together")]
-    JsonQuiet,
     #[error("-u/--password-stdin is for one registry, but the references name several ({0}); put their credentials in an auth file (--auth-file)")]
     CredentialsForSeveral(String),
 }
@@ -44,53 +44,60 @@ pub enum OutputMode {
     Json,
 }
 
+impl OutputMode {
+    /// clap refuses `--json` with `--quiet` where a command has both.
+    pub fn of(json: bool, quiet: bool) -> OutputMode {
+        if json {
+            OutputMode::Json
+        } else if quiet {
+            OutputMode::Quiet
+        } else {
+            OutputMode::Human
+        }
+    }
+}
+
+/// What every command that talks to a registry shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub dest: PathBuf,
-    pub platform: PlatformChoice,
-    pub jobs: usize,
-    pub format: Format,
     pub output: OutputMode,
     pub verbose: bool,
     /// `TERM=dumb`: no bars, plain lines (SPEC: Output).
     pub dumb_terminal: bool,
+    /// Tags asked for per `tags/list` page (test-only override: IMAGEC_TAGS_PAGE).
+    pub tags_page: usize,
     pub registry: RegistrySettings,
+}
+
+/// Tags per page: what crane asks for; distribution and Docker Hub send at most what is asked.
+pub const TAGS_PAGE: usize = 1000;
+
+/// Which image, in which store: `pull`, `layers`, `inspect`.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    pub dest: PathBuf,
+    pub platform: PlatformChoice,
 }
 
 impl Settings {
     /// `registries`: the registries the command's references name (`-u` credentials are for
     /// exactly one of them).
-    pub fn from_args(a: &CommonArgs, registries: &[&str]) -> Result<Settings, UsageError> {
+    pub fn from_args(
+        a: &RegistryArgs,
+        registries: &[&str],
+        output: OutputMode,
+    ) -> Result<Settings, UsageError> {
         let env = Env::read();
-        if a.store.json && a.quiet {
-            return Err(UsageError::JsonQuiet);
-        }
-        let platform = match &a.platform {
-            Some(p) => p.parse()?,
-            None => PlatformChoice::Host(Platform::host()),
-        };
         for ca in &a.ca_cert {
             if !ca.exists() {
                 return Err(UsageError::NoCaCert(ca.clone()));
             }
         }
         Ok(Settings {
-            dest: a.store.dest.clone(),
-            platform,
-            jobs: a.jobs as usize,
-            format: match a.format {
-                FormatArg::Oci => Format::Oci,
-                FormatArg::Preserve => Format::Preserve,
-            },
-            output: if a.store.json {
-                OutputMode::Json
-            } else if a.quiet {
-                OutputMode::Quiet
-            } else {
-                OutputMode::Human
-            },
+            output,
             verbose: a.verbose,
             dumb_terminal: env.term.as_deref() == Some("dumb"),
+            tags_page: env.tags_page.unwrap_or(TAGS_PAGE),
             registry: RegistrySettings {
                 http: HttpSettings {
                     ca_certs: a.ca_cert.clone(),
@@ -106,6 +113,25 @@ impl Settings {
                 retry_base: env.retry_base.unwrap_or(retry::DEFAULT_BASE),
             },
         })
+    }
+}
+
+impl ImageSettings {
+    pub fn from_args(a: &ImageArgs) -> Result<ImageSettings, UsageError> {
+        Ok(ImageSettings {
+            dest: a.store.dest.clone(),
+            platform: match &a.platform {
+                Some(p) => p.parse()?,
+                None => PlatformChoice::Host(Platform::host()),
+            },
+        })
+    }
+}
+
+pub fn format_of(f: FormatArg) -> Format {
+    match f {
+        FormatArg::Oci => Format::Oci,
+        FormatArg::Preserve => Format::Preserve,
     }
 }
 
@@ -126,10 +152,12 @@ pub struct Env {
     /// `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` (either case) and `NO_PROXY`, as ureq reads
     /// them (SPEC: Networks asks for more, in a later issue).
     proxy: Option<ureq::Proxy>,
-    /// Test-only: backoff base, connect timeout and stall timeout in milliseconds.
+    /// Test-only: backoff base, connect timeout and stall timeout in milliseconds, and the
+    /// tags page size.
     retry_base: Option<Duration>,
     connect_timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
+    tags_page: Option<usize>,
 }
 
 impl Env {
@@ -156,12 +184,16 @@ impl Env {
             retry_base: millis("IMAGEC_RETRY_BASE_MS"),
             connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
             stall_timeout: millis("IMAGEC_STALL_TIMEOUT_MS"),
+            tags_page: std::env::var("IMAGEC_TAGS_PAGE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0),
         }
     }
 }
 
 fn credentials(
-    a: &CommonArgs,
+    a: &RegistryArgs,
     registries: &[&str],
     env: &Env,
 ) -> Result<CredentialSource, UsageError> {

@@ -88,18 +88,28 @@ type Outcome = (u64, Result<Option<(Digest, bool)>, Arc<TransferError>>);
 
 /// Pull `refs` into `store`. One result per reference, in order: a failure of one reference
 /// does not stop the others.
+/// Resolve every reference (manifests from the store where it has them, else the registry).
+/// Nothing is written: a run whose references all fail here leaves no store behind (SPEC).
+pub fn resolve_all(
+    registry: &Registry,
+    store: Option<&Store>,
+    refs: &[Reference],
+    opts: &PullOptions,
+) -> Vec<(Reference, Result<Resolved, ResolveError>)> {
+    refs.iter()
+        .map(|r| (r.clone(), resolve(registry, store, r, &opts.platform)))
+        .collect()
+}
+
+/// Download what `resolved` needs into `store` and write each reference's entry.
+/// `start` is when the run began (the reports' elapsed time counts resolution too).
 pub fn pull(
     registry: &Registry,
     store: &Store,
-    refs: &[Reference],
+    resolved: Vec<(Reference, Result<Resolved, ResolveError>)>,
     opts: &PullOptions,
+    start: Instant,
 ) -> Vec<(Reference, Result<PullReport, PullError>)> {
-    let start = Instant::now();
-    let resolved: Vec<(Reference, Result<Resolved, ResolveError>)> = refs
-        .iter()
-        .map(|r| (r.clone(), resolve(registry, Some(store), r, &opts.platform)))
-        .collect();
-
     let plan = Plan::build(
         Some(store),
         &resolved

@@ -29,15 +29,15 @@ pub struct HttpSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("reading CA certificate {path}: {source}")]
+    #[error("--ca-cert {path}: {source}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("CA certificate {path} holds no PEM certificate")]
+    #[error("--ca-cert {path}: not a PEM certificate file (no BEGIN CERTIFICATE block)")]
     Empty { path: PathBuf },
-    #[error("CA certificate {path}: {source}")]
+    #[error("--ca-cert {path}: not a PEM certificate file: {source}")]
     Parse {
         path: PathBuf,
         #[source]

@@ -15,7 +15,7 @@ use super::{Store, StoreError};
 pub const STALE_PARTIAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What `gc` removed (or, with `--dry-run`, would remove).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
     /// What could not be read (only with `--force`; without it gc stops instead).

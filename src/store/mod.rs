@@ -93,9 +93,13 @@ impl Store {
         Ok(store)
     }
 
-    /// Open an existing layout for reading; `None` when `root` does not exist yet.
+    /// Open an existing layout for reading; `None` when `root` does not exist yet or is an
+    /// empty directory (where `create` would make one).
     pub fn open(root: &Path) -> Result<Option<Store>, StoreError> {
         if !root.exists() {
+            return Ok(None);
+        }
+        if fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) {
             return Ok(None);
         }
         if !root.join("oci-layout").exists() {
