@@ -74,6 +74,7 @@ fn resolve_code(e: &ResolveError) -> u8 {
         ResolveError::Client(c) => client_code(c),
         ResolveError::Manifest(m) => manifest_code(m),
         ResolveError::Transfer(t) => transfer_code(t),
+        ResolveError::NoSuchTag { .. } | ResolveError::ConvertedDigest { .. } => NOT_FOUND,
         ResolveError::Store(_)
         | ResolveError::ChildSize { .. }
         | ResolveError::Nested { .. }

@@ -287,6 +287,15 @@ fn tls_with_private_ca() {
         out.stderr
     );
     assert!(out.stderr.contains(&world().tls().host()), "{}", out.stderr);
+    // The next step is named, once.
+    assert!(
+        out.stderr.contains(
+            "pass that CA with --ca-cert FILE, or skip verification with --insecure-skip-verify"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 
     run(imagec()
         .args(["pull", "-q", "--insecure-skip-verify", "--dest"])
@@ -362,6 +371,14 @@ fn verbose_output_never_shows_a_secret() {
         .expect(0);
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(all.contains("GET"), "-v logs requests: {all}");
+        // The HTTPS probe of a plain HTTP registry says what happened, not rustls's words.
+        assert!(
+            out.stderr
+                .contains(&format!("{}: not TLS, trying HTTP", via.host())),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("InvalidContentType"), "{}", out.stderr);
         assert!(!all.contains(PASSWORD), "password in output: {all}");
         assert!(
             !all.contains(&b64(&format!("{USER}:{PASSWORD}"))),

@@ -184,3 +184,95 @@ fn a_reference_written_as_a_url_says_to_drop_the_scheme() {
         out.stderr
     );
 }
+
+#[test]
+fn a_missing_tag_says_the_repository_exists_and_lists_its_tags() {
+    let reg = world().plain().host();
+    let img = small(5);
+    for t in ["1.0", "1.1"] {
+        push_image(&reg, "newcomer/tagged", t, &img);
+    }
+    let name = format!("{reg}/newcomer/tagged:nope");
+    let out = run(imagec()
+        .args(["pull", "--dest"])
+        .arg(fresh_dest())
+        .arg(&name))
+    .expect(4);
+    let line = out.stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    // The reference is named once (the context), the tag once, and what exists.
+    assert_eq!(line.matches("newcomer/tagged").count(), 2, "{line}");
+    assert!(
+        line.ends_with(&format!(
+            "no tag \"nope\" in {reg}/newcomer/tagged; its tags: 1.0, 1.1"
+        )),
+        "{line}"
+    );
+
+    // More than ten: the first ten, and where to see the rest.
+    for i in 0..11 {
+        push_image(&reg, "newcomer/many-tags", &format!("t{i:02}"), &img);
+    }
+    let out = run(imagec()
+        .arg("layers")
+        .arg(format!("{reg}/newcomer/many-tags:nope")))
+    .expect(4);
+    assert!(
+        out.stderr.contains(&format!(
+            "(imagec tags {reg}/newcomer/many-tags lists them all)"
+        )),
+        "{}",
+        out.stderr
+    );
+    // A repository that does not exist keeps the registry's answer.
+    let out = run(imagec()
+        .arg("layers")
+        .arg(format!("{reg}/newcomer/no-repo:1")))
+    .expect(4);
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    assert!(!out.stderr.contains("its tags"), "{}", out.stderr);
+}
+
+#[test]
+fn images_shows_the_registry_digest_and_the_stored_one_where_converted() {
+    let reg = world().plain().host();
+    let digest = push_image(&reg, "newcomer/digests", "1", &small(6));
+    let dest = fresh_dest();
+    let name = format!("{reg}/newcomer/digests:1");
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let stored = entry(&dest, &name)["digest"].as_str().unwrap().to_string();
+    assert_ne!(stored, digest, "a docker manifest is converted");
+    let out = run(imagec().args(["images", "--dest"]).arg(&dest)).expect(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let head: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(head, ["REFERENCE", "DIGEST", "STORED", "PLATFORM", "SIZE"]);
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[1], &digest[..19]);
+    assert_eq!(row[2], &stored[..19]);
+
+    // The stored digest is not the registry's: pulling by it says which one to use.
+    let by_stored = format!("{reg}/newcomer/digests@{stored}");
+    let out = run(imagec().args(["pull", "--dest"]).arg(&dest).arg(&by_stored)).expect(4);
+    assert!(
+        out.stderr.contains(&format!(
+            "the registry knows that image as {digest}: pull {reg}/newcomer/digests@{digest}"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // Nothing converted: no STORED column.
+    let dest = fresh_dest();
+    run(imagec()
+        .args(["pull", "-q", "--format", "preserve", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let out = run(imagec().args(["images", "--dest"]).arg(&dest)).expect(0);
+    assert!(!out.stdout.contains("STORED"), "{}", out.stdout);
+    assert!(out.stdout.contains(&digest[..19]), "{}", out.stdout);
+}

@@ -433,7 +433,8 @@ fn not_found_exits_4_and_says_what_is_missing() {
     push_image(&reg, "pull/exists", "1", &docker_image(6));
     let dest = fresh_dest();
     let out = pull(&dest, &[&format!("{reg}/pull/exists:nope")]).expect(4);
-    assert!(out.stderr.contains("MANIFEST_UNKNOWN"), "{}", out.stderr);
+    // The registry's MANIFEST_UNKNOWN, said as what it means here (issue 9's hints).
+    assert!(out.stderr.contains("no tag \"nope\""), "{}", out.stderr);
     assert!(out.stderr.contains("pull/exists:nope"), "{}", out.stderr);
     assert_eq!(
         out.stderr.lines().count(),

@@ -121,31 +121,49 @@ pub fn layers_table(rows: &[LayerRow]) -> String {
     align(&table)
 }
 
+/// `images`: the DIGEST users know is the registry's (what `pull` printed and `pull
+/// REF@DIGEST` accepts); where the store converted the manifest, STORED shows the digest the
+/// index entry points at (SPEC: Commands).
 pub fn images_table(rows: &[EntrySummary]) -> String {
-    let mut table = vec![vec![
-        "REFERENCE".to_string(),
-        "DIGEST".to_string(),
-        "PLATFORM".to_string(),
-        "SIZE".to_string(),
-    ]];
+    let converted = |r: &EntrySummary| r.source_digest.is_some() && r.source_digest != r.digest;
+    let any_converted = rows.iter().any(converted);
+    let mut header = vec!["REFERENCE", "DIGEST"];
+    if any_converted {
+        header.push("STORED");
+    }
+    header.extend(["PLATFORM", "SIZE"]);
+    let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for r in rows {
-        let digest = r.digest.as_deref().unwrap_or("-");
-        let short = match digest.split_once(':') {
-            Some((alg, hex)) => format!("{alg}:{}", hex.get(..12).unwrap_or(hex)),
-            None => digest.to_string(),
-        };
-        table.push(vec![
+        let registry = r.source_digest.as_ref().or(r.digest.as_ref());
+        let mut row = vec![
             r.reference.clone().unwrap_or_else(|| "-".to_string()),
-            short,
-            if r.platforms.is_empty() {
-                "-".to_string()
+            short_digest(registry.map(String::as_str)),
+        ];
+        if any_converted {
+            row.push(if converted(r) {
+                short_digest(r.digest.as_deref())
             } else {
-                r.platforms.join(",")
-            },
-            human_size(r.size),
-        ]);
+                "-".to_string()
+            });
+        }
+        row.push(if r.platforms.is_empty() {
+            "-".to_string()
+        } else {
+            r.platforms.join(",")
+        });
+        row.push(human_size(r.size));
+        table.push(row);
     }
     align(&table)
+}
+
+/// `sha256:` and the first 12 hex digits, as docker shows image IDs.
+fn short_digest(d: Option<&str>) -> String {
+    let d = d.unwrap_or("-");
+    match d.split_once(':') {
+        Some((alg, hex)) => format!("{alg}:{}", hex.get(..12).unwrap_or(hex)),
+        None => d.to_string(),
+    }
 }
 
 /// Columns padded to their widest cell, separated by two spaces; the last is not padded.

@@ -38,6 +38,37 @@ pub enum ResolveError {
     Nested { index: Digest, child: Digest },
     #[error("index {index} lists a schema1 manifest ({child}), which an index cannot hold")]
     Schema1InIndex { index: Digest, child: Digest },
+    /// The repository answers, the tag is not in it: say which tags are (SPEC hints).
+    #[error("no tag {tag:?} in {repository}; {}", tag_list(tags, *more, repository))]
+    NoSuchTag {
+        repository: String,
+        tag: String,
+        tags: Vec<String>,
+        more: bool,
+    },
+    /// The digest asked for is one imagec made by converting a manifest: the registry has
+    /// never heard of it.
+    #[error("{digest} is the digest of the manifest imagec stored for {name} (converted to OCI); the registry knows that image as {registry_digest}: pull {repository}@{registry_digest}")]
+    ConvertedDigest {
+        digest: Digest,
+        name: String,
+        repository: String,
+        registry_digest: String,
+    },
+}
+
+/// Tags shown when a tag is missing: a first page, not the whole list.
+pub const TAG_HINT: usize = 10;
+
+fn tag_list(tags: &[String], more: bool, repository: &str) -> String {
+    match (tags.len(), more) {
+        (0, _) => "it has no tags".to_string(),
+        (_, false) => format!("its tags: {}", tags.join(", ")),
+        (_, true) => format!(
+            "its tags include {} (imagec tags {repository} lists them all)",
+            tags.join(", ")
+        ),
+    }
 }
 
 /// What an image is made of.
@@ -297,12 +328,73 @@ fn fetch_top(
         }
     }
     let expected = reference.digest();
-    Ok(registry.get_manifest(
+    match registry.get_manifest(
         reference,
         &reference.manifest_reference(),
         expected,
         MAX_MANIFEST,
-    )?)
+    ) {
+        Err(e) if is_not_found(&e) => {
+            Err(not_found_hint(registry, store, reference).unwrap_or(e.into()))
+        }
+        r => Ok(r?),
+    }
+}
+
+fn is_not_found(e: &ClientError) -> bool {
+    let mut e = match e {
+        ClientError::Registry(r) => r,
+        ClientError::Credentials(_) => return false,
+    };
+    while let RegistryError::Retried { source, .. } = e {
+        e = source;
+    }
+    matches!(e, RegistryError::NotFound { .. })
+}
+
+/// A better error than "manifest not found" where one is known: the digest of a manifest
+/// imagec converted (the registry's digest is in the store), or a missing tag in a
+/// repository whose tags can be listed.
+fn not_found_hint(
+    registry: &Registry,
+    store: Option<&Store>,
+    reference: &Reference,
+) -> Option<ResolveError> {
+    let repository = format!("{}/{}", reference.registry(), reference.repository());
+    if let Some(digest) = reference.digest() {
+        let entries = store?.entries().ok()?;
+        let (name, source) = entries.iter().find_map(|d| {
+            let source = d.annotations.as_ref()?.get(crate::store::SOURCE_DIGEST)?;
+            (&d.digest == digest && source != &digest.to_string()).then(|| {
+                (
+                    crate::store::ref_name(d).unwrap_or("an entry").to_string(),
+                    source.clone(),
+                )
+            })
+        })?;
+        return Some(ResolveError::ConvertedDigest {
+            digest: digest.clone(),
+            name,
+            repository,
+            registry_digest: source,
+        });
+    }
+    let tag = reference.tag()?.to_string();
+    // One page, one more than shown: an extra tag says there are more.
+    let mut tags = registry
+        .list_tags(reference, TAG_HINT + 1, Some(TAG_HINT + 1))
+        .ok()?;
+    let more = tags.len() > TAG_HINT;
+    // Sorted for reading (distribution's order is its storage's); a registry that ignores
+    // `n` sends them all, and the first ten in order are the ones shown.
+    tags.sort_unstable();
+    tags.truncate(TAG_HINT);
+    Some(ResolveError::NoSuchTag {
+        repository,
+        tag,
+        tags,
+        more,
+    })
 }
 
 fn fetch_by_digest(

@@ -80,7 +80,7 @@ fn suffix(body: &ErrorBody) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}: {source}{}", transport_hint(source))]
     Transport {
         method: &'static str,
         url: String,
@@ -198,6 +198,25 @@ impl crate::registry::retry::Retryable for RegistryError {
     }
 }
 
+/// The next step for a TLS failure the user can fix (issue: hints where the next step is not
+/// obvious).
+fn transport_hint(e: &ureq::Error) -> &'static str {
+    use super::http::TlsProblem;
+    match super::http::tls_problem(e) {
+        Some(TlsProblem::UnknownIssuer) => {
+            "; the certificate is signed by an authority this machine does not trust: \
+             pass that CA with --ca-cert FILE, or skip verification with --insecure-skip-verify"
+        }
+        Some(TlsProblem::BadCertificate) => {
+            "; to pull anyway, skip verification with --insecure-skip-verify"
+        }
+        Some(TlsProblem::NotTls) => {
+            "; the server speaks plain HTTP: allow it with --insecure-allow-http"
+        }
+        None => "",
+    }
+}
+
 fn hint(has_credentials: bool) -> &'static str {
     if has_credentials {
         "; the credentials were not accepted"
@@ -256,6 +275,40 @@ impl RegistryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_the_user_can_fix_name_the_next_step() {
+        let transport = |e: ureq::Error| RegistryError::Transport {
+            method: "GET",
+            url: "https://r.example/v2/".into(),
+            source: Box::new(e),
+        };
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // ureq hands the same rustls error over directly or inside an io::Error.
+        for e in [
+            ureq::Error::Rustls(unknown.clone()),
+            ureq::Error::Io(std::io::Error::other(unknown)),
+        ] {
+            let msg = transport(e).to_string();
+            assert!(msg.contains("--ca-cert FILE"), "{msg}");
+            assert!(msg.contains("--insecure-skip-verify"), "{msg}");
+        }
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let msg = transport(ureq::Error::Rustls(expired)).to_string();
+        assert!(
+            msg.ends_with("skip verification with --insecure-skip-verify"),
+            "{msg}"
+        );
+        let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        let msg = transport(ureq::Error::Io(std::io::Error::other(plain))).to_string();
+        assert!(
+            msg.ends_with("allow it with --insecure-allow-http"),
+            "{msg}"
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let msg = transport(ureq::Error::Io(refused)).to_string();
+        assert!(!msg.contains("--insecure"), "{msg}");
+    }
 
     #[test]
     fn parses_standard_error_body() {

@@ -136,7 +136,15 @@ impl Http {
             }
             let shown = loggable(&current);
             let resp = req.call().map_err(|e| {
-                log::info!("{} {shown} -> error: {e}", method.as_str());
+                match tls_problem(&e) {
+                    Some(TlsProblem::NotTls) => {
+                        log::info!(
+                            "{} {shown} -> not TLS (a plain HTTP server?)",
+                            method.as_str()
+                        )
+                    }
+                    _ => log::info!("{} {shown} -> error: {e}", method.as_str()),
+                }
                 RegistryError::Transport {
                     method: method.as_str(),
                     url: shown.clone(),
@@ -212,6 +220,38 @@ fn pem_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, ureq::Error> {
         }
     }
     Ok(out)
+}
+
+/// What went wrong in a TLS handshake, where the user can do something about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate chains to no CA this machine trusts (a private CA).
+    UnknownIssuer,
+    /// Any other refusal of the certificate: expired, for another name, ...
+    BadCertificate,
+    /// The server answered the ClientHello with something that is not TLS: it speaks plain
+    /// HTTP on this port (rustls: "received corrupt message of type InvalidContentType").
+    NotTls,
+}
+
+/// Classify a ureq error as a TLS problem. ureq hands rustls's errors over either as its
+/// own `Rustls` variant or wrapped in an `io::Error`, depending on where the handshake failed.
+pub fn tls_problem(e: &ureq::Error) -> Option<TlsProblem> {
+    let rustls_error = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }?;
+    match rustls_error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            Some(TlsProblem::UnknownIssuer)
+        }
+        rustls::Error::InvalidCertificate(_) => Some(TlsProblem::BadCertificate),
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            Some(TlsProblem::NotTls)
+        }
+        _ => None,
+    }
 }
 
 fn is_redirect(s: StatusCode) -> bool {

@@ -255,6 +255,12 @@ fn probe(
             https
         }
         Err(e) if allow_http && matches!(e, RegistryError::Transport { .. }) => {
+            if let RegistryError::Transport { source, .. } = &e {
+                match http::tls_problem(source) {
+                    Some(http::TlsProblem::NotTls) => log::info!("{host}: not TLS, trying HTTP"),
+                    _ => log::info!("{host}: HTTPS failed, trying HTTP"),
+                }
+            }
             match Endpoint::probe(http, host, format!("http://{host}"), credentials) {
                 Ok(ep) => Ok(ep),
                 // The server speaks plain HTTP and answered with a status of its own (a 503
