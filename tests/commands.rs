@@ -125,7 +125,7 @@ fn layers_of_a_list_follow_the_platform() {
 }
 
 #[test]
-fn inspect_shows_manifest_and_config_and_raw_is_the_served_bytes() {
+fn inspect_shows_a_summary_then_with_full_the_manifest_and_config() {
     let (name, digest, img) = pushed_image("cmd/inspect");
     let out = run(imagec()
         .args(["inspect", "--dest"])
@@ -133,18 +133,55 @@ fn inspect_shows_manifest_and_config_and_raw_is_the_served_bytes() {
         .arg(&name))
     .expect(0);
     let doc = out.json();
+    // The keys a script reads first, in this order; nothing else by default.
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "reference",
+            "digest",
+            "media_type",
+            "manifest_digest",
+            "platform",
+            "created",
+            "size",
+            "layers",
+            "env",
+            "entrypoint",
+            "cmd",
+            "working_dir",
+            "user",
+            "labels"
+        ]
+    );
     assert_eq!(doc["reference"], name.as_str());
     assert_eq!(doc["digest"], digest.as_str());
     assert_eq!(doc["platform"], "linux/amd64");
-    assert_eq!(
-        doc["manifest"]["config"]["digest"],
-        img.config.digest.as_str()
-    );
-    assert_eq!(doc["config"]["architecture"], "amd64");
-    assert_eq!(
-        doc["config"]["rootfs"]["diff_ids"][0],
-        img.diff_ids[0].as_str()
-    );
+    let sizes: u64 = img.layers.iter().map(|l| l.data.len() as u64).sum();
+    assert_eq!(doc["size"], sizes);
+    for flag in ["--full", "--json"] {
+        let out = run(imagec()
+            .args(["inspect", flag, "--dest"])
+            .arg(fresh_dest())
+            .arg(&name))
+        .expect(0);
+        let full = out.json();
+        assert_eq!(full["reference"], name.as_str(), "{flag}");
+        assert_eq!(
+            full["manifest"]["config"]["digest"],
+            img.config.digest.as_str()
+        );
+        assert_eq!(full["config"]["architecture"], "amd64");
+        assert_eq!(
+            full["config"]["rootfs"]["diff_ids"][0],
+            img.diff_ids[0].as_str()
+        );
+    }
 
     let out = run(imagec()
         .args(["inspect", "--raw", "--dest"])
@@ -160,6 +197,25 @@ fn inspect_shows_manifest_and_config_and_raw_is_the_served_bytes() {
             0
         );
     }
+    // (after the checks that nothing was downloaded) What skopeo says of the same image, pulled: the same created time, env and layers.
+    let dest = fresh_dest();
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let skopeo = skopeo_inspect(&dest, &name, &[]);
+    assert_eq!(doc["created"], skopeo["Created"]);
+    assert_eq!(doc["env"], skopeo["Env"]);
+    let layers: Vec<&serde_json::Value> = doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["digest"])
+        .collect();
+    let skopeo_layers: Vec<&serde_json::Value> =
+        skopeo["Layers"].as_array().unwrap().iter().collect();
+    assert_eq!(layers, skopeo_layers);
 }
 
 #[test]

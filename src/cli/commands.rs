@@ -286,7 +286,12 @@ pub(super) fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {
         return Ok(error::SUCCESS);
     }
     let doc = with_context(
-        crate::pull::describe::inspect_doc(&registry, store.as_ref(), &resolved),
+        crate::pull::describe::inspect_doc(
+            &registry,
+            store.as_ref(),
+            &resolved,
+            a.full || a.image.store.json,
+        ),
         || format!("reading the config of {}", resolved.reference),
     )?;
     emit(&mut out, &output::json_pretty(&doc))?;

@@ -100,52 +100,70 @@ fn config_of(
     Ok(ImageConfig::parse(&bytes, &config.digest).unwrap_or_default())
 }
 
-/// `inspect`: the reference, what it resolved to, the selected image's manifest and config,
-/// and the index when the reference names one.
+/// `inspect`: a short summary first, its keys in the order a script reads them (what the
+/// reference resolved to, the platform, the layers, how the image runs), as skopeo's
+/// `inspect` shows one; with `full`, the selected image's manifest and config (and the index,
+/// when the reference names one) after it (SPEC: Commands).
 pub fn inspect_doc(
     registry: &Registry,
     store: Option<&Store>,
     res: &Resolved,
+    full: bool,
 ) -> Result<Value, TransferError> {
     let img = &res.images[0];
     // Schema1 has no config blob: show the config a pull would make (diff_ids of layers not in
     // the store are null).
-    let (config_bytes, config_digest) = match &img.content {
+    let (config_bytes, config_digest, layers) = match &img.content {
         Content::Manifest(m) => (
             read_small_blob(registry, store, &res.reference, &m.config, MAX_CONFIG)?,
             m.config.digest.clone(),
+            m.layers.clone(),
         ),
         Content::Schema1 { manifest, layers } => {
             let bytes = manifest.config(&stored_diff_ids(store, layers));
             let digest = Digest::sha256_of(&bytes);
-            (bytes, digest)
+            (bytes, digest, layers.clone())
         }
     };
     let config: Value = serde_json::from_slice(&config_bytes).unwrap_or(Value::Null);
-    let manifest: Value = match &img.content {
-        Content::Manifest(_) => serde_json::from_slice(&img.raw.bytes).unwrap_or(Value::Null),
-        Content::Schema1 { .. } => manifest::schema1::payload(&img.raw.bytes)
-            .ok()
-            .and_then(|p| serde_json::from_slice(&p).ok())
-            .unwrap_or(Value::Null),
-    };
     let platform = img.platform.as_ref().map(|p| p.to_string()).or_else(|| {
         ImageConfig::parse(&config_bytes, &config_digest)
             .ok()?
             .platform()
             .map(|p| p.to_string())
     });
+    let run = &config["config"];
     let mut doc = json!({
         "reference": res.reference.to_string(),
         "digest": res.top.digest,
         "media_type": res.top_media_type(),
         "manifest_digest": img.raw.digest,
         "platform": platform,
-        "manifest": manifest,
-        "config": config,
+        "created": config["created"],
+        "size": layers.iter().map(|l| l.size).sum::<u64>(),
+        "layers": layers
+            .iter()
+            .map(|l| json!({ "digest": l.digest, "size": l.size, "media_type": l.media_type }))
+            .collect::<Vec<_>>(),
+        "env": run["Env"],
+        "entrypoint": run["Entrypoint"],
+        "cmd": run["Cmd"],
+        "working_dir": run.get("WorkingDir").filter(|w| w.as_str() != Some("")).unwrap_or(&Value::Null),
+        "user": run.get("User").filter(|u| u.as_str() != Some("")).unwrap_or(&Value::Null),
+        "labels": run["Labels"],
     });
-    if res.index.is_some() {
-        doc["index"] = serde_json::from_slice(&res.top.bytes).unwrap_or(Value::Null);
+    if full {
+        doc["manifest"] = match &img.content {
+            Content::Manifest(_) => serde_json::from_slice(&img.raw.bytes).unwrap_or(Value::Null),
+            Content::Schema1 { .. } => manifest::schema1::payload(&img.raw.bytes)
+                .ok()
+                .and_then(|p| serde_json::from_slice(&p).ok())
+                .unwrap_or(Value::Null),
+        };
+        doc["config"] = config;
+        if res.index.is_some() {
+            doc["index"] = serde_json::from_slice(&res.top.bytes).unwrap_or(Value::Null);
+        }
     }
     Ok(doc)
 }
