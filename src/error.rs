@@ -50,6 +50,7 @@ impl Error {
         match self {
             // A --ca-cert file that cannot be read or holds no certificate is the user's input,
             // like a missing one.
+            Error::Usage(UsageError::Interrupted) => INTERRUPTED,
             Error::Usage(_) | Error::Unsupported(_) | Error::Tls(_) => USAGE,
             Error::Store(_) | Error::Gc(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,

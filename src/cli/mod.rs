@@ -8,6 +8,7 @@ pub mod args;
 mod commands;
 pub mod interrupt;
 pub mod logging;
+mod password;
 pub mod progress;
 pub mod render;
 pub mod settings;

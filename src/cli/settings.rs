@@ -1,7 +1,7 @@
 //! Settings resolved once from flags, environment and files: the only thing the commands see
 //! (STYLE: Settings resolved once).
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub enum UsageError {
     NoPassword(String),
     #[error("a password was given (--password-stdin or IMAGEC_PASSWORD) but no --username")]
     NoUsername,
+    #[error("--password-stdin: interrupted at the password prompt")]
+    Interrupted,
     #[error("--password-stdin: standard input is empty")]
     EmptyPassword,
     #[error("--password-stdin: reading standard input: {0}")]
@@ -197,7 +199,24 @@ fn credentials(
     registries: &[&str],
     env: &Env,
 ) -> Result<CredentialSource, UsageError> {
-    let password = if a.password_stdin {
+    let password = if a.password_stdin && std::io::stdin().is_terminal() {
+        // On a terminal: a prompt and one line without echo (reading to the end of input
+        // would look like a hang), for the one registry the credentials are for.
+        let user = a
+            .username
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .ok_or(UsageError::NoUsername)?;
+        let prompt = format!("Password for {user}@{}: ", registries.first().unwrap_or(&""));
+        let s = super::password::read_from_terminal(&prompt).map_err(|e| match e {
+            super::password::PromptError::Interrupted => UsageError::Interrupted,
+            super::password::PromptError::Io(e) => UsageError::Stdin(e),
+        })?;
+        if s.is_empty() {
+            return Err(UsageError::EmptyPassword);
+        }
+        Some(s)
+    } else if a.password_stdin {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
