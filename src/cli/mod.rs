@@ -5,6 +5,7 @@
 //! codes).
 
 pub mod args;
+mod bars;
 mod commands;
 pub mod interrupt;
 pub mod logging;
@@ -17,7 +18,8 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 
 use crate::cli::args::{Cli, Command};
-use crate::cli::progress::{BarReporter, PlainReporter, QuietReporter};
+use crate::cli::bars::BarReporter;
+use crate::cli::progress::{PlainReporter, QuietReporter};
 use crate::cli::settings::{OutputMode, Settings};
 use crate::error::{self, Error};
 use crate::report::Reporter;

@@ -39,10 +39,7 @@ pub fn read_from_terminal(prompt: &str) -> Result<String, PromptError> {
         .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG | LocalModes::IEXTEN);
     raw.special_codes[SpecialCodeIndex::VMIN] = 1;
     raw.special_codes[SpecialCodeIndex::VTIME] = 0;
-    let _restore = Restore {
-        fd: &stdin,
-        saved,
-    };
+    let _restore = Restore { fd: &stdin, saved };
     termios::tcsetattr(&stdin, OptionalActions::Flush, &raw)
         .map_err(|e| PromptError::Io(e.into()))?;
     let mut err = io::stderr();
@@ -97,10 +94,16 @@ mod tests {
     fn keys_edit_the_line() {
         assert_eq!(keys(b"secret\r").unwrap(), "secret");
         assert_eq!(keys(b"secrex\x7ft\n").unwrap(), "secret");
-        assert_eq!(keys("pässw\u{f6}\x7f\x7f\x7frd\r".as_bytes()).unwrap(), "päsrd");
+        assert_eq!(
+            keys("pässw\u{f6}\x7f\x7f\x7frd\r".as_bytes()).unwrap(),
+            "päsrd"
+        );
         assert_eq!(keys(b"wrong\x15right\r").unwrap(), "right");
         assert_eq!(keys(b"\x04").unwrap(), "");
         assert_eq!(keys(b"no newline").unwrap(), "no newline");
-        assert!(matches!(keys(b"sec\x03ret\r"), Err(PromptError::Interrupted)));
+        assert!(matches!(
+            keys(b"sec\x03ret\r"),
+            Err(PromptError::Interrupted)
+        ));
     }
 }

@@ -207,7 +207,10 @@ fn credentials(
             .as_deref()
             .filter(|u| !u.is_empty())
             .ok_or(UsageError::NoUsername)?;
-        let prompt = format!("Password for {user}@{}: ", registries.first().unwrap_or(&""));
+        let prompt = format!(
+            "Password for {user}@{}: ",
+            registries.first().unwrap_or(&"")
+        );
         let s = super::password::read_from_terminal(&prompt).map_err(|e| match e {
             super::password::PromptError::Interrupted => UsageError::Interrupted,
             super::password::PromptError::Io(e) => UsageError::Stdin(e),
