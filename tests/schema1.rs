@@ -373,9 +373,12 @@ fn warm_schema1_pull_layers_and_inspect_inflate_no_layer_again() {
         rows.json()[1]["diff_id"],
         sha256(&gunzip(&legacy.layers[1].data)).as_str()
     );
-    let doc = run(imagec().args(["inspect", "--dest"]).arg(&dest).arg(&name))
-        .expect(0)
-        .json();
+    let doc = run(imagec()
+        .args(["inspect", "--full", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0)
+    .json();
     assert_eq!(
         doc["config"]["rootfs"]["diff_ids"][1],
         sha256(&gunzip(&legacy.layers[1].data)).as_str()
@@ -445,10 +448,14 @@ fn layers_and_inspect_on_schema1() {
         .json();
     assert_eq!(rows[0]["size"], want, "{rows}");
 
-    let doc = run(imagec().args(["inspect", "--dest"]).arg(&dest).arg(&name))
-        .expect(0)
-        .json();
+    let doc = run(imagec()
+        .args(["inspect", "--full", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0)
+    .json();
     assert_eq!(doc["media_type"], schema1::SIGNED);
+    assert_eq!(doc["platform"], "linux/amd64");
     assert_eq!(doc["config"]["architecture"], "amd64");
     assert_eq!(
         doc["config"]["rootfs"]["diff_ids"]

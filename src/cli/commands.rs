@@ -31,7 +31,7 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     if a.dry_run {
         return dry_run(&settings, &image, &refs);
     }
-    let reporter = reporter_for(&settings, true);
+    let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
     let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
     let opts = PullOptions {
         platform: image.platform.clone(),
@@ -39,7 +39,7 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
         format: format_of(a.format),
         cancel: crate::cancel::Cancel::new(),
     };
-    interrupt::install(opts.cancel.clone());
+    interrupt::install(opts.cancel.clone(), on_interrupt);
     let start = std::time::Instant::now();
     let mut out = PullOutput::new(settings.output);
     // Resolve first, reading the store if there is one: when every reference fails here (not

@@ -9,8 +9,14 @@ use crate::error::INTERRUPTED;
 const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Install the handler for `cancel` (once per process; a second call is harmless).
-pub fn install(cancel: Cancel) {
+/// `first` runs on the first Ctrl-C before anything else: the bars freeze at their true values
+/// before any message is printed below them.
+pub fn install(cancel: Cancel, first: Box<dyn Fn() + Send + Sync>) {
     let _ = ctrlc::set_handler(move || {
+        if cancel.is_cancelled() {
+            std::process::exit(INTERRUPTED.into());
+        }
+        first();
         if cancel.cancel() {
             std::process::exit(INTERRUPTED.into());
         }

@@ -94,17 +94,27 @@ fn stdout_error(e: io::Error) -> Failure {
 
 /// The reporter for a command's events, and the `-v` logger to go with it.
 fn reporter_for(settings: &Settings, progress: bool) -> Arc<dyn Reporter> {
+    pull_reporter(settings, progress).0
+}
+
+/// What Ctrl-C does to the screen before the command stops: freeze the bars.
+type OnInterrupt = Box<dyn Fn() + Send + Sync>;
+
+/// [`reporter_for`], with what Ctrl-C must do to the screen at once.
+fn pull_reporter(settings: &Settings, progress: bool) -> (Arc<dyn Reporter>, OnInterrupt) {
+    let nothing: OnInterrupt = Box::new(|| {});
     if !progress || settings.output != OutputMode::Human {
         logging::install(settings.verbose, None);
-        return Arc::new(QuietReporter);
+        return (Arc::new(QuietReporter), nothing);
     }
     // TERM=dumb is not a terminal for bars (SPEC: Output).
     if io::stderr().is_terminal() && !settings.dumb_terminal {
-        let bars = BarReporter::new();
+        let bars = Arc::new(BarReporter::new(settings.synchronized_output));
         logging::install(settings.verbose, Some(bars.lines()));
-        Arc::new(bars)
+        let frozen = bars.clone();
+        (bars, Box::new(move || frozen.freeze()))
     } else {
         logging::install(settings.verbose, None);
-        Arc::new(PlainReporter::new())
+        (Arc::new(PlainReporter::new()), nothing)
     }
 }

@@ -29,6 +29,15 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
+/// `1 layer`, `2 layers`.
+pub fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// `[what: ]error; retrying in 1.0 s (attempt 2 failed)`: the error names the request already.
 pub(super) fn retry_line(what: &str, attempt: u32, delay: Duration, error: &str) -> String {
     let prefix = if what.is_empty() {
@@ -75,7 +84,8 @@ impl Reporter for PlainReporter {
     fn transfer_planned(&self, blobs: usize, bytes: u64) {
         if blobs > 0 {
             eprint_line(&format!(
-                "downloading {blobs} blobs ({})",
+                "downloading {} ({})",
+                plural(blobs, "blob"),
                 human_size(bytes)
             ));
         }

@@ -31,9 +31,9 @@ pub fn json_pretty<T: Serialize>(v: &T) -> String {
 pub fn pull_summary(r: &PullReport) -> String {
     let cached = r.layers.iter().filter(|l| l.cached).count();
     format!(
-        "Pulled {} ({} layers, {} already present; {} downloaded in {:.1} s)",
+        "Pulled {} ({}, {} already present; {} downloaded in {:.1} s)",
         r.reference,
-        r.layers.len(),
+        crate::cli::progress::plural(r.layers.len(), "layer"),
         cached,
         human_size(r.bytes_downloaded),
         r.elapsed_ms as f64 / 1000.0

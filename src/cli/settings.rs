@@ -66,6 +66,8 @@ pub struct Settings {
     pub verbose: bool,
     /// `TERM=dumb`: no bars, plain lines (SPEC: Output).
     pub dumb_terminal: bool,
+    /// The terminal draws a frame at once between DEC mode 2026's brackets.
+    pub synchronized_output: bool,
     /// Tags asked for per `tags/list` page (test-only override: IMAGEC_TAGS_PAGE).
     pub tags_page: usize,
     pub registry: RegistrySettings,
@@ -99,6 +101,7 @@ impl Settings {
             output,
             verbose: a.verbose,
             dumb_terminal: env.term.as_deref() == Some("dumb"),
+            synchronized_output: synchronized_output(&env),
             tags_page: env.tags_page.unwrap_or(TAGS_PAGE),
             registry: RegistrySettings {
                 http: HttpSettings {
@@ -151,6 +154,8 @@ pub struct Env {
     docker_config: Option<PathBuf>,
     home: Option<PathBuf>,
     term: Option<String>,
+    term_program: Option<String>,
+    tmux: bool,
     /// `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` (either case) and `NO_PROXY`, as ureq reads
     /// them (SPEC: Networks asks for more, in a later issue).
     proxy: Option<ureq::Proxy>,
@@ -182,6 +187,8 @@ impl Env {
             docker_config: path("DOCKER_CONFIG"),
             home: path("HOME"),
             term: std::env::var("TERM").ok(),
+            term_program: std::env::var("TERM_PROGRAM").ok(),
+            tmux: std::env::var_os("TMUX").is_some(),
             proxy: ureq::Proxy::try_from_env(),
             retry_base: millis("IMAGEC_RETRY_BASE_MS"),
             connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
@@ -192,6 +199,34 @@ impl Env {
                 .filter(|&n| n > 0),
         }
     }
+}
+
+/// Terminals known to support synchronized output (DEC private mode 2026), by what they put
+/// in the environment; elsewhere frames are still written in one write each. Terminals ignore
+/// private modes they do not know, but a short list of known ones keeps old consoles out of it.
+fn synchronized_output(env: &Env) -> bool {
+    const PROGRAMS: [&str; 6] = [
+        "WezTerm",
+        "iTerm.app",
+        "vscode",
+        "ghostty",
+        "contour",
+        "WarpTerminal",
+    ];
+    const TERMS: [&str; 5] = [
+        "xterm-kitty",
+        "foot",
+        "alacritty",
+        "xterm-ghostty",
+        "contour",
+    ];
+    let term = env.term.as_deref().unwrap_or("");
+    env.tmux
+        || env
+            .term_program
+            .as_deref()
+            .is_some_and(|p| PROGRAMS.contains(&p))
+        || TERMS.iter().any(|t| term.starts_with(t))
 }
 
 fn credentials(

@@ -113,24 +113,26 @@ pub fn inspect_doc(
     let img = &res.images[0];
     // Schema1 has no config blob: show the config a pull would make (diff_ids of layers not in
     // the store are null).
-    let (config_bytes, config_digest, layers) = match &img.content {
+    let (config_bytes, layers) = match &img.content {
         Content::Manifest(m) => (
             read_small_blob(registry, store, &res.reference, &m.config, MAX_CONFIG)?,
-            m.config.digest.clone(),
             m.layers.clone(),
         ),
-        Content::Schema1 { manifest, layers } => {
-            let bytes = manifest.config(&stored_diff_ids(store, layers));
-            let digest = Digest::sha256_of(&bytes);
-            (bytes, digest, layers.clone())
-        }
+        Content::Schema1 { manifest, layers } => (
+            manifest.config(&stored_diff_ids(store, layers)),
+            layers.clone(),
+        ),
     };
     let config: Value = serde_json::from_slice(&config_bytes).unwrap_or(Value::Null);
+    // From the config's own fields: a schema1 config made before its layers are in the store
+    // has null diff_ids and does not parse as a whole.
     let platform = img.platform.as_ref().map(|p| p.to_string()).or_else(|| {
-        ImageConfig::parse(&config_bytes, &config_digest)
-            .ok()?
-            .platform()
-            .map(|p| p.to_string())
+        let os = config["os"].as_str()?;
+        let arch = config["architecture"].as_str()?;
+        Some(match config["variant"].as_str() {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        })
     });
     let run = &config["config"];
     let mut doc = json!({

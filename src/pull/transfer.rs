@@ -5,7 +5,6 @@
 //! the registry's retry policy.
 
 use std::io::{self, Read};
-use std::time::Instant;
 
 use super::plan::{Plan, PlannedBlob};
 use crate::cancel::Cancel;
@@ -230,7 +229,10 @@ enum CopyError {
     Interrupted,
 }
 
-/// Copy the body into the ingest until EOF, reporting progress at most 10 times a second.
+/// Copy the body into the ingest until EOF, reporting progress after every read: a report
+/// held back for later would leave the bars short of the truth for as long as the connection
+/// stalls (and show it so when the user presses Ctrl-C). Reporters are cheap per call; the
+/// bars redraw at their own rate.
 fn copy_with_progress(
     mut body: Box<dyn Read + Send>,
     ingest: &mut Ingest<'_>,
@@ -241,9 +243,7 @@ fn copy_with_progress(
     let reporter = registry.reporter();
     let digest = ingest.digest().clone();
     let mut buf = vec![0u8; 1 << 16];
-    let mut pending = 0u64;
-    let mut last = Instant::now();
-    let result = loop {
+    loop {
         if cancel.is_cancelled() {
             break Err(CopyError::Interrupted);
         }
@@ -257,17 +257,8 @@ fn copy_with_progress(
             break Err(CopyError::Ingest(e));
         }
         *received += n as u64;
-        pending += n as u64;
-        if last.elapsed().as_millis() >= 100 {
-            reporter.blob_progress(&digest, pending);
-            pending = 0;
-            last = Instant::now();
-        }
-    };
-    if pending > 0 {
-        reporter.blob_progress(&digest, pending);
+        reporter.blob_progress(&digest, n as u64);
     }
-    result
 }
 
 /// Read a small blob (an image config) into memory, verified, from the store when it is there

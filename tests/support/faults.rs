@@ -76,6 +76,9 @@ enum Kind {
     },
     Accept(String),
     Unsign,
+    Throttle {
+        bytes_per_sec: u64,
+    },
     Serve {
         status: u16,
         headers: Vec<(String, String)>,
@@ -184,6 +187,13 @@ impl FaultProxy {
     /// `application/vnd.docker.distribution.manifest.v1+json` (as some old registries do).
     pub fn unsign_schema1(&self, path_part: &str) {
         self.shared.arm(path_part, Kind::Unsign, u32::MAX);
+    }
+
+    /// Every GET from now on whose path contains `path_part`: relay its body at most
+    /// `bytes_per_sec` (a slow link, per connection).
+    pub fn throttle(&self, path_part: &str, bytes_per_sec: u64) {
+        let kind = Kind::Throttle { bytes_per_sec };
+        self.shared.arm(path_part, kind, u32::MAX);
     }
 
     /// Every request from now on: answer this instead of forwarding (a crafted manifest, say).
@@ -469,6 +479,14 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
             Kind::Flip { offset } => Some(offset),
             _ => None,
         });
+    let throttle = faultable
+        .then(|| shared.take(&target, |k| matches!(k, Kind::Throttle { .. })))
+        .flatten()
+        .and_then(|k| match k {
+            Kind::Throttle { bytes_per_sec } => Some(bytes_per_sec.max(1)),
+            _ => None,
+        });
+    let started = std::time::Instant::now();
     // With a length, stop there; without one (chunked), the upstream closes after the body.
     let limit = response.content_length().unwrap_or(u64::MAX);
     let stop_at = limit
@@ -487,9 +505,18 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         if let Some(offset) = flip_at.filter(|o| (done..done + n as u64).contains(o)) {
             buf[(offset - done) as usize] ^= 0xff;
         }
-        to_client.write_all(&buf[..n])?;
-        done += n as u64;
-        sent.fetch_add(n as u64, Ordering::SeqCst);
+        // Throttled: slices of at most a tenth of a second's worth, each sent when due.
+        for slice in buf[..n].chunks(throttle.map_or(n, |r| (r / 10).max(1) as usize)) {
+            if let Some(rate) = throttle {
+                let due = Duration::from_secs_f64(done as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    thread::sleep(wait);
+                }
+            }
+            to_client.write_all(slice)?;
+            done += slice.len() as u64;
+            sent.fetch_add(slice.len() as u64, Ordering::SeqCst);
+        }
     }
     to_client.flush()?;
     if let Some((_, hold)) = stall {

@@ -19,6 +19,7 @@ pub mod faults;
 pub mod httpd;
 pub mod image;
 pub mod pki;
+pub mod pty;
 pub mod push;
 pub mod registry;
 pub mod run;
