@@ -138,6 +138,20 @@ impl PtyRun {
         out
     }
 
+    /// Resize the terminal, as a user dragging the window's edge.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        tcsetwinsize(
+            &self.master,
+            Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .expect("resizing the terminal");
+    }
+
     /// Type on the terminal.
     pub fn type_keys(&mut self, keys: &[u8]) {
         self.master.write_all(keys).expect("writing to the pty");
