@@ -41,6 +41,29 @@ fn slow_image(repo: &str, seed: u64, hold: Duration) -> (FaultProxy, String, Ima
     (proxy, name, img)
 }
 
+/// A pull (on a terminal) of a two-layer image (2 MB and `second` bytes) through a proxy that
+/// sends each blob at `rate` bytes a second.
+fn throttled_pull(repo: &str, seed: u64, second: usize, rate: u64) -> (FaultProxy, Command) {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![
+            random_layer(seed, 2_000_000),
+            random_layer(seed + 1, second),
+        ],
+    );
+    push_image(&world().plain().host(), repo, "1", &img);
+    let proxy = FaultProxy::start(&world().plain().host()).unwrap();
+    proxy.throttle("/blobs/", rate);
+    let mut cmd = imagec();
+    on_terminal(&mut cmd)
+        .args(["pull", "--dest"])
+        .arg(world().temp_dir().join("store"))
+        .arg(format!("{}/{repo}:1", proxy.host()));
+    (proxy, cmd)
+}
+
 fn on_terminal(cmd: &mut Command) -> &mut Command {
     cmd.env("TERM", "xterm-256color")
 }
@@ -170,20 +193,7 @@ fn bars_fit_the_terminal_width_and_the_screen_ends_clean() {
 /// from the width at each frame).
 #[test]
 fn bars_follow_a_resize() {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        vec![random_layer(7500, 2_000_000), random_layer(7501, 2_500_000)],
-    );
-    push_image(&world().plain().host(), "term/resize", "1", &img);
-    let proxy = FaultProxy::start(&world().plain().host()).unwrap();
-    proxy.throttle("/blobs/", 1_000_000);
-    let mut cmd = imagec();
-    on_terminal(&mut cmd)
-        .args(["pull", "--dest"])
-        .arg(world().temp_dir().join("store"))
-        .arg(format!("{}/term/resize:1", proxy.host()));
+    let (_proxy, mut cmd) = throttled_pull("term/resize", 7500, 2_500_000, 1_000_000);
     let run = spawn(&mut cmd, 120, 30, STDERR_ONLY);
     assert!(run.wait_for("total", Duration::from_secs(20)));
     std::thread::sleep(Duration::from_millis(500));
@@ -207,20 +217,7 @@ fn bars_follow_a_resize() {
 /// after an idle moment, at the start).
 #[test]
 fn redraws_are_capped_near_ten_a_second() {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        vec![random_layer(7100, 2_000_000), random_layer(7101, 3_000_000)],
-    );
-    push_image(&world().plain().host(), "term/rate", "1", &img);
-    let proxy = FaultProxy::start(&world().plain().host()).unwrap();
-    proxy.throttle("/blobs/", 800_000);
-    let mut cmd = imagec();
-    on_terminal(&mut cmd)
-        .args(["pull", "--dest"])
-        .arg(world().temp_dir().join("store"))
-        .arg(format!("{}/term/rate:1", proxy.host()));
+    let (_proxy, mut cmd) = throttled_pull("term/rate", 7100, 3_000_000, 800_000);
     let start = Instant::now();
     let (status, all, run) =
         spawn(&mut cmd, 120, 30, STDERR_ONLY).finish_keeping(Duration::from_secs(60));

@@ -261,12 +261,14 @@ impl Screen {
         Ok(())
     }
 
-    fn push_fmt(&self, args: std::fmt::Arguments<'_>) -> io::Result<()> {
-        let _ = self
-            .frame
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write_fmt(args);
+    /// `ESC [ n A` and its kin: move the cursor `n` rows or columns (nothing for 0).
+    fn cursor(&self, n: usize, direction: char) -> io::Result<()> {
+        if n > 0 {
+            let _ = write!(
+                self.frame.lock().unwrap_or_else(|e| e.into_inner()),
+                "\x1b[{n}{direction}"
+            );
+        }
         Ok(())
     }
 }
@@ -283,28 +285,16 @@ impl TermLike for Screen {
             .unwrap_or(24)
     }
     fn move_cursor_up(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.push_fmt(format_args!("\x1b[{n}A"))?;
-        }
-        Ok(())
+        self.cursor(n, 'A')
     }
     fn move_cursor_down(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.push_fmt(format_args!("\x1b[{n}B"))?;
-        }
-        Ok(())
+        self.cursor(n, 'B')
     }
     fn move_cursor_right(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.push_fmt(format_args!("\x1b[{n}C"))?;
-        }
-        Ok(())
+        self.cursor(n, 'C')
     }
     fn move_cursor_left(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.push_fmt(format_args!("\x1b[{n}D"))?;
-        }
-        Ok(())
+        self.cursor(n, 'D')
     }
     fn write_line(&self, s: &str) -> io::Result<()> {
         self.push(s)?;
