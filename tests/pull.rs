@@ -123,6 +123,17 @@ fn repeat_pull_makes_one_head_downloads_nothing_and_rewrites_no_file() {
     let name = format!("{reg}/pull/repeat:1");
     pull(&dest, &[&name]).expect(0);
 
+    // The registry logs a request when its handler returns, which can be a moment after the
+    // client has the whole answer: wait for the first pull's blob GETs (config and layers,
+    // once each) to be logged before counting, or a late line is charged to the second pull.
+    let first_pull_blobs = 1 + img.layers.len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while plain.count("GET", "/pull/repeat/blobs/") < first_pull_blobs
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(plain.count("GET", "/pull/repeat/blobs/"), first_pull_blobs);
     let before = plain.requests().len();
     let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let index_time = stamp(&dest.join("index.json"));
