@@ -366,7 +366,10 @@ fn password_stdin_on_a_terminal_prompts_without_echo() {
         .arg(&name);
     let mut run = spawn(&mut cmd, 80, 30, both);
     assert!(run.wait_for(&prompt, Duration::from_secs(10)));
+    assert!(!run.echoes(), "echo is on at the password prompt");
     run.type_keys(b"half\x03");
-    let (status, _) = run.finish(Duration::from_secs(10));
+    let (status, _, run) = run.finish_keeping(Duration::from_secs(10));
     assert_eq!(status.code(), Some(130));
+    // The prompt turned echo off; Ctrl-C there must leave the user's terminal as it was.
+    assert!(run.echoes(), "Ctrl-C at the prompt left echo off");
 }

@@ -15,6 +15,8 @@ use rustix::termios::{tcsetwinsize, Winsize};
 pub struct PtyRun {
     child: Child,
     master: File,
+    /// The slave side's path, to look at the terminal's modes after the child is gone.
+    slave_name: String,
     output: Arc<Mutex<Vec<u8>>>,
     /// When each read from the terminal arrived, and its length.
     chunks: Arc<Mutex<Vec<(Instant, usize)>>>,
@@ -44,10 +46,11 @@ pub fn spawn(cmd: &mut Command, cols: u16, rows: u16, on: On) -> PtyRun {
         },
     )
     .expect("setting the terminal size");
+    let slave_name = name.to_str().expect("a UTF-8 pty name").to_string();
     let slave = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(name.to_str().expect("a UTF-8 pty name"))
+        .open(&slave_name)
         .expect("opening the pty's slave side");
     let stdio = |yes: bool| {
         if yes {
@@ -98,6 +101,7 @@ pub fn spawn(cmd: &mut Command, cols: u16, rows: u16, on: On) -> PtyRun {
         master,
         output,
         chunks,
+        slave_name,
         reader: Some(reader),
     }
 }
@@ -136,6 +140,19 @@ impl PtyRun {
             at += n;
         }
         out
+    }
+
+    /// Does the terminal echo what is typed (its modes as the child left them)?
+    pub fn echoes(&self) -> bool {
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.slave_name)
+            .expect("opening the pty's slave side");
+        let modes = rustix::termios::tcgetattr(&slave).expect("reading the terminal's modes");
+        modes
+            .local_modes
+            .contains(rustix::termios::LocalModes::ECHO)
     }
 
     /// Resize the terminal, as a user dragging the window's edge.
