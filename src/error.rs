@@ -38,6 +38,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Files(#[from] crate::pull::files::FilesError),
+    #[error(transparent)]
     Gc(#[from] GcError),
     #[error("{0} is not in the store")]
     NotInStore(String),
@@ -52,7 +54,7 @@ impl Error {
             // like a missing one.
             Error::Usage(UsageError::Interrupted) => INTERRUPTED,
             Error::Usage(_) | Error::Unsupported(_) | Error::Tls(_) => USAGE,
-            Error::Store(_) | Error::Gc(_) => FAILURE,
+            Error::Store(_) | Error::Gc(_) | Error::Files(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
             Error::Pull(PullError::Transfer(e)) => transfer_code(e),

@@ -44,6 +44,7 @@ pub enum Command {
     #[command(after_help = examples!(
         "imagec layers alpine:3.20",
         "imagec layers --json --platform linux/arm64 ghcr.io/org/app:1.2",
+        "imagec layers --files alpine:3.20",
     ))]
     Layers(LayersArgs),
     /// Show an image's summary, manifest and config
@@ -126,6 +127,10 @@ pub struct LayersArgs {
     /// The image: [registry[:port]/]repository[:tag][@digest]
     #[arg(value_name = "REFERENCE")]
     pub reference: String,
+    /// Also list every file each layer adds (A), changes (M), deletes (D) or makes opaque (O),
+    /// and the bytes later layers hide; pulls the layers into the store first
+    #[arg(long)]
+    pub files: bool,
     #[command(flatten)]
     pub image: ImageArgs,
 }

@@ -257,6 +257,9 @@ fn resolve_remote(
 }
 
 pub(super) fn cmd_layers(a: LayersArgs) -> Result<u8, Failure> {
+    if a.files {
+        return layers_files(a);
+    }
     let (settings, registry, store, resolved) = resolve_remote(&a.reference, &a.image, true)?;
     // What `layers` shows is the plan for this one reference.
     let plan = crate::pull::plan::Plan::build(store.as_ref(), &[Some(&resolved)]);
@@ -268,6 +271,76 @@ pub(super) fn cmd_layers(a: LayersArgs) -> Result<u8, Failure> {
         output::json_pretty(&layers)
     } else {
         output::layers_table(&layers)
+    };
+    emit(&mut io::stdout().lock(), &text)?;
+    Ok(error::SUCCESS)
+}
+
+/// `layers --files`: pull what the store lacks (with progress, as `pull`), then read each layer
+/// once from the store (SPEC: layers --files).
+fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
+    let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
+    let settings = Settings::from_args(
+        &a.image.registry,
+        &[reference.registry()],
+        OutputMode::of(a.image.store.json, false),
+    )?;
+    let image = ImageSettings::from_args(&a.image)?;
+    if image.platform == PlatformChoice::All {
+        return Err(Error::Unsupported("--platform all is for pull; layers shows one platform").into());
+    }
+    let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
+    let registry = Registry::new(settings.registry.clone(), reporter)?;
+    let opts = PullOptions {
+        platform: image.platform.clone(),
+        jobs: 4,
+        format: crate::pull::Format::Oci,
+        cancel: crate::cancel::Cancel::new(),
+    };
+    interrupt::install(opts.cancel.clone(), on_interrupt);
+    let existing = with_context(Store::open(&image.dest), || {
+        format!("opening store {}", image.dest.display())
+    })?;
+    let resolved = with_context(
+        crate::pull::resolve::resolve(&registry, existing.as_ref(), &reference, &image.platform),
+        || format!("resolving {reference}"),
+    )?;
+    drop(existing);
+    let store = with_context(Store::create(&image.dest), || {
+        format!("opening store {}", image.dest.display())
+    })?;
+    let _active = with_context(store.activity_lock(false), || {
+        format!("locking store {}", image.dest.display())
+    })?;
+    let descriptors = resolved.images[0].layers().to_vec();
+    let start = std::time::Instant::now();
+    let pulled = pull(
+        &registry,
+        &store,
+        vec![(reference.clone(), Ok(resolved.clone()))],
+        &opts,
+        start,
+    );
+    for (r, result) in pulled {
+        if opts.cancel.is_cancelled() {
+            return Ok(error::INTERRUPTED);
+        }
+        with_context(result, || format!("pulling {r}"))?;
+    }
+    // After the pull, so that the rows have every diff_id (schema1's are learned by pulling).
+    let plan = crate::pull::plan::Plan::build(Some(&store), &[Some(&resolved)]);
+    let rows = with_context(
+        crate::pull::describe::layer_rows(&registry, Some(&store), &resolved, &plan),
+        || format!("reading the config of {reference}"),
+    )?;
+    let changes = with_context(
+        crate::pull::files::layer_changes(&store, &descriptors),
+        || format!("reading the layers of {reference}"),
+    )?;
+    let text = if settings.output == OutputMode::Json {
+        output::json_pretty(&output::files_doc(&rows, &changes))
+    } else {
+        output::files_table(&rows, &changes)
     };
     emit(&mut io::stdout().lock(), &text)?;
     Ok(error::SUCCESS)

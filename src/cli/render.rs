@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::progress::human_size;
+use crate::layer::changes::LayerChanges;
 use crate::pull::describe::LayerRow;
 use crate::pull::plan::Plan;
 use crate::pull::resolve::Resolved;
@@ -119,6 +120,74 @@ pub fn layers_table(rows: &[LayerRow]) -> String {
         ]);
     }
     align(&table)
+}
+
+/// `layers --files --json`: the `layers --json` rows, each with its `files` and
+/// `wasted_bytes` (SPEC: layers --files).
+pub fn files_doc(rows: &[LayerRow], changes: &[LayerChanges]) -> Value {
+    Value::Array(
+        rows.iter()
+            .zip(changes)
+            .map(|(row, c)| {
+                let mut v = serde_json::to_value(row).unwrap_or(Value::Null);
+                v["files"] = serde_json::to_value(&c.files).unwrap_or(Value::Null);
+                v["wasted_bytes"] = json!(c.wasted_bytes);
+                v
+            })
+            .collect(),
+    )
+}
+
+/// `layers --files`: each layer's line, then one line per entry (change letter, size, path),
+/// then the totals.
+pub fn files_table(rows: &[LayerRow], changes: &[LayerChanges]) -> String {
+    let mut out = String::new();
+    let (mut files, mut bytes, mut wasted) = (0usize, 0u64, 0u64);
+    for (i, (row, c)) in rows.iter().zip(changes).enumerate() {
+        let created = row.created_by.clone().unwrap_or_default();
+        let created = created.split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(&format!(
+            "layer {i}  sha256:{}  {}  {created}\n",
+            row.digest.short(),
+            human_size(row.size)
+        ));
+        let table: Vec<Vec<String>> = c
+            .files
+            .iter()
+            .map(|f| {
+                vec![
+                    format!("  {}", f.change.letter()),
+                    if f.kind == "file" {
+                        human_size(f.size)
+                    } else {
+                        "-".to_string()
+                    },
+                    match f.kind {
+                        "dir" => format!("{}/", f.path),
+                        _ => f.path.clone(),
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&align(&table));
+        if c.wasted_bytes > 0 {
+            out.push_str(&format!(
+                "  ({} of this layer is hidden by later layers)\n",
+                human_size(c.wasted_bytes)
+            ));
+        }
+        files += c.files.iter().filter(|f| f.kind == "file").count();
+        bytes += c.files.iter().map(|f| f.size).sum::<u64>();
+        wasted += c.wasted_bytes;
+    }
+    out.push_str(&format!(
+        "{} in {}, {} in all, {} wasted (shipped but hidden by a later layer)\n",
+        crate::cli::progress::plural(files, "file"),
+        crate::cli::progress::plural(rows.len(), "layer"),
+        human_size(bytes),
+        human_size(wasted)
+    ));
+    out
 }
 
 /// `images`: the DIGEST users know is the registry's (what `pull` printed and `pull

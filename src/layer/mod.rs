@@ -1,3 +1,8 @@
-//! What is inside a layer blob: its compression and its diff_id (the digest of the
-//! uncompressed tar). Next: tar entries and applying them to a directory.
+//! What is inside a layer blob: its compression (`decompress`), its diff_id (the digest of the
+//! uncompressed tar, `diffid`), its tar entries read to bounds (`tar`), and what each layer
+//! adds, changes and deletes over the ones below (`changes`). Next: applying them to a
+//! directory.
+pub mod changes;
+pub mod decompress;
 pub mod diffid;
+pub mod tar;

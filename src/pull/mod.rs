@@ -4,6 +4,7 @@
 //! `describe` is what `layers` and `inspect` show of a resolved image.
 
 pub mod describe;
+pub mod files;
 pub mod plan;
 pub mod pool;
 pub mod resolve;
