@@ -287,7 +287,9 @@ fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
     )?;
     let image = ImageSettings::from_args(&a.image)?;
     if image.platform == PlatformChoice::All {
-        return Err(Error::Unsupported("--platform all is for pull; layers shows one platform").into());
+        return Err(
+            Error::Unsupported("--platform all is for pull; layers shows one platform").into(),
+        );
     }
     let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
     let registry = Registry::new(settings.registry.clone(), reporter)?;

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::progress::human_size;
-use crate::layer::changes::LayerChanges;
+use crate::layer::changes::{Change, LayerChanges};
 use crate::pull::describe::LayerRow;
 use crate::pull::plan::Plan;
 use crate::pull::resolve::Resolved;
@@ -157,7 +157,7 @@ pub fn files_table(rows: &[LayerRow], changes: &[LayerChanges]) -> String {
             .map(|f| {
                 vec![
                     format!("  {}", f.change.letter()),
-                    if f.kind == "file" {
+                    if f.kind == "file" && matches!(f.change, Change::Added | Change::Modified) {
                         human_size(f.size)
                     } else {
                         "-".to_string()
@@ -176,7 +176,12 @@ pub fn files_table(rows: &[LayerRow], changes: &[LayerChanges]) -> String {
                 human_size(c.wasted_bytes)
             ));
         }
-        files += c.files.iter().filter(|f| f.kind == "file").count();
+        // Files the layer ships (a whiteout ships none).
+        files += c
+            .files
+            .iter()
+            .filter(|f| f.kind == "file" && matches!(f.change, Change::Added | Change::Modified))
+            .count();
         bytes += c.files.iter().map(|f| f.size).sum::<u64>();
         wasted += c.wasted_bytes;
     }

@@ -136,8 +136,13 @@ impl Changes {
         for (path, h) in entries {
             let before = self.view.get(&path).copied();
             // A lower layer "had" the path also when it only made it a parent directory.
-            let lower = before.is_some_and(|n| n.layer < index) || self.has_lower_below(&path, index);
-            let change = if lower { Change::Modified } else { Change::Added };
+            let lower =
+                before.is_some_and(|n| n.layer < index) || self.has_lower_below(&path, index);
+            let change = if lower {
+                Change::Modified
+            } else {
+                Change::Added
+            };
             if let Some(old) = before {
                 self.waste(old);
             }
@@ -259,7 +264,7 @@ mod tests {
         ]);
         c.layer(&[
             h("etc/", Kind::Dir, 0),
-            h("etc/config", Kind::File, 120),    // replaces 100 bytes of layer 0
+            h("etc/config", Kind::File, 120), // replaces 100 bytes of layer 0
             h("var/cache/.wh.big", Kind::File, 0), // deletes 1000 bytes of layer 0
             h("opt/app/.wh..wh..opq", Kind::File, 0), // hides 50 bytes of layer 0
             h("opt/app/new", Kind::File, 7),

@@ -26,7 +26,8 @@ impl Compression {
             | media::OCI_LAYER_NONDIST_GZIP
             | media::DOCKER_LAYER_GZIP
             | media::DOCKER_FOREIGN_GZIP => Ok(Compression::Gzip),
-            media::OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+            media::OCI_LAYER_ZSTD
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
                 Ok(Compression::Zstd)
             }
             other => Err(UnknownLayerType(other.to_string())),
@@ -37,10 +38,9 @@ impl Compression {
     pub fn reader<'a>(self, blob: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Compression::None => Box::new(blob),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-                1 << 16,
-                blob,
-            ))),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+                BufReader::with_capacity(1 << 16, blob),
+            )),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob)?),
         })
     }

@@ -85,7 +85,7 @@ pub struct TarReader<R> {
     left: u64,
     pad: u64,
     /// PAX global records, applied to every later entry.
-    global: Vec<(Vec<u8>, Vec<u8>)>,
+    global: Records,
     done: bool,
 }
 
@@ -109,7 +109,7 @@ impl<R: Read> TarReader<R> {
         self.skip_rest()?;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut pax: Records = Vec::new();
         loop {
             let mut block = [0u8; BLOCK];
             if !self.read_block(&mut block)? {
@@ -123,16 +123,15 @@ impl<R: Read> TarReader<R> {
             }
             let name = field_str(&block[0..100]);
             check_sum(&block, &name)?;
-            let size = number(&block[124..136]).ok_or_else(|| bad(&name, "its size field does not parse"))?;
+            let size = number(&block[124..136])
+                .ok_or_else(|| bad(&name, "its size field does not parse"))?;
             let typeflag = block[156];
             match typeflag {
                 b'L' | b'K' | b'x' | b'g' => {
                     if size > MAX_EXTENDED {
                         return Err(bad(
                             long_name.as_deref().unwrap_or(&name),
-                            format!(
-                                "an extended header of {size} bytes (at most {MAX_EXTENDED})"
-                            ),
+                            format!("an extended header of {size} bytes (at most {MAX_EXTENDED})"),
                         ));
                     }
                     let data = self.read_exact_body(size)?;
@@ -245,7 +244,10 @@ fn ustar(block: &[u8; BLOCK], typeflag: u8, size: u64, name: &[u8]) -> Result<He
         other => {
             return Err(bad(
                 name,
-                format!("an entry type this reader does not know ({:?})", other as char),
+                format!(
+                    "an entry type this reader does not know ({:?})",
+                    other as char
+                ),
             ))
         }
     };
@@ -319,7 +321,10 @@ fn apply_pax(h: &mut Header, key: &[u8], value: &[u8], header_size: u64) -> Resu
 }
 
 /// PAX records: `LEN KEY=VALUE\n`, LEN counting the whole record.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+/// PAX records as (key, value) bytes.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn parse_pax(mut data: &[u8]) -> Result<Records, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         if data.iter().all(|&b| b == 0) {
@@ -348,20 +353,36 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
 }
 
 fn check_sum(block: &[u8; BLOCK], name: &[u8]) -> Result<(), TarError> {
-    let stored = number(&block[148..156]).ok_or_else(|| bad(name, "its checksum field does not parse"))?;
+    let stored =
+        number(&block[148..156]).ok_or_else(|| bad(name, "its checksum field does not parse"))?;
     let unsigned: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u64
+            }
+        })
         .sum();
     // Some old tars summed signed bytes.
     let signed: i64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as i8 as i64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as i8 as i64
+            }
+        })
         .sum();
     if stored != unsigned && stored as i64 != signed {
-        return Err(bad(name, "its header checksum is wrong (not a tar, or a damaged one)"));
+        return Err(bad(
+            name,
+            "its header checksum is wrong (not a tar, or a damaged one)",
+        ));
     }
     Ok(())
 }
@@ -451,7 +472,10 @@ mod tests {
         let hs = headers(&bytes).unwrap();
         assert_eq!(hs.len(), 3);
         assert_eq!(hs[0].path, long.as_bytes());
-        assert_eq!((hs[0].kind, hs[0].size, hs[0].mode), (Kind::File, 5, 0o4755));
+        assert_eq!(
+            (hs[0].kind, hs[0].size, hs[0].mode),
+            (Kind::File, 5, 0o4755)
+        );
         assert_eq!((hs[1].kind, hs[1].mode), (Kind::Dir, 0o700));
         assert_eq!(hs[2].kind, Kind::Symlink);
         assert_eq!(hs[2].link, b"../target");
@@ -510,7 +534,8 @@ mod tests {
         records.extend(pax_record("size", "0"));
         let err = headers(&with_pax(&records, b"12345")).unwrap_err();
         assert!(
-            err.to_string().contains("PAX size (0) disagrees with its header's (5)"),
+            err.to_string()
+                .contains("PAX size (0) disagrees with its header's (5)"),
             "{err}"
         );
     }
@@ -524,7 +549,11 @@ mod tests {
         h.set_path("PaxHeader").unwrap();
         h.set_cksum();
         let err = headers(h.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("extended header of 67108864 bytes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("extended header of 67108864 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -535,7 +564,10 @@ mod tests {
             b.append_data(&mut h, "x", &b"abc"[..]).unwrap();
         });
         bytes[10] ^= 0x55; // inside the name: the checksum no longer matches
-        assert!(headers(&bytes).unwrap_err().to_string().contains("checksum"));
+        assert!(headers(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
         let whole = archive(|b| {
             let mut h = tar::Header::new_ustar();
             h.set_size(3000);

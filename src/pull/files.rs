@@ -21,7 +21,10 @@ pub enum FilesError {
         source: UnknownLayerType,
     },
     #[error("layer {digest} is not in the store ({path})")]
-    Missing { digest: Digest, path: std::path::PathBuf },
+    Missing {
+        digest: Digest,
+        path: std::path::PathBuf,
+    },
     #[error("layer {digest}: {source}")]
     Read {
         digest: Digest,
@@ -31,7 +34,10 @@ pub enum FilesError {
 }
 
 /// The changes of `layers` (base first), read from `store`, which must hold them.
-pub fn layer_changes(store: &Store, layers: &[Descriptor]) -> Result<Vec<LayerChanges>, FilesError> {
+pub fn layer_changes(
+    store: &Store,
+    layers: &[Descriptor],
+) -> Result<Vec<LayerChanges>, FilesError> {
     let mut changes = Changes::new();
     for l in layers {
         let compression = Compression::of(&l.media_type).map_err(|source| FilesError::Type {

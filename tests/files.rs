@@ -1,0 +1,289 @@
+//! `imagec layers --files` against the real registry, on layers made by real tools (GNU tar,
+//! Python's tarfile): what each layer adds, changes, deletes and makes opaque, and the bytes a
+//! later layer hides (SPEC: layers --files).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A directory tree from `(path, contents)` (a path ending in `/` is a directory).
+fn tree(files: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let root = world().temp_dir().join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    for (path, data) in files {
+        let p = root.join(path);
+        if path.ends_with('/') {
+            std::fs::create_dir_all(&p).unwrap();
+        } else {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, data).unwrap();
+        }
+    }
+    root
+}
+
+/// GNU tar of `dir`, as `docker build` layers look: `./` first, sorted, owner 0, mtime 0.
+fn gnu_tar(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+            "-C",
+        ])
+        .arg(dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("GNU tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Python's tarfile, for entries GNU tar would take from the disk: a symlink, a regular file.
+fn python_tar(script: &str) -> Vec<u8> {
+    let program = format!(
+        "import io, sys, tarfile\n\
+         buf = io.BytesIO()\n\
+         t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)\n\
+         def add(name, data=None, link=None):\n\
+         \x20   i = tarfile.TarInfo(name)\n\
+         \x20   if link is not None:\n\
+         \x20       i.type = tarfile.SYMTYPE; i.linkname = link\n\
+         \x20       t.addfile(i)\n\
+         \x20   else:\n\
+         \x20       i.size = len(data); t.addfile(i, io.BytesIO(data))\n\
+         {script}\n\
+         t.close()\n\
+         sys.stdout.buffer.write(buf.getvalue())\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn files(layer: &Value) -> Vec<(String, String, u64, String)> {
+    layer["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["type"].as_str().unwrap().to_string(),
+                f["size"].as_u64().unwrap(),
+                f["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn entry(path: &str, kind: &str, size: u64, change: &str) -> (String, String, u64, String) {
+    (path.into(), kind.into(), size, change.into())
+}
+
+#[test]
+fn layers_files_lists_changes_whiteouts_opaque_dirs_and_wasted_bytes() {
+    let base = gnu_tar(&tree(&[
+        ("etc/config", &[b'c'; 100]),
+        ("var/cache/big", &[b'b'; 1000]),
+        ("opt/app/lib", &[b'l'; 50]),
+        ("bin/tool", &[b't'; 10]),
+    ]));
+    // Whiteouts are plain empty files in a layer, as docker and buildah write them.
+    let upper = gnu_tar(&tree(&[
+        ("etc/config", &[b'C'; 120]),
+        ("var/cache/.wh.big", b""),
+        ("opt/app/.wh..wh..opq", b""),
+        ("opt/app/new", &[b'n'; 7]),
+    ]));
+    let top = python_tar("add('var/cache/big', b'small')\nadd('bin', link='usr/bin')");
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![
+            Blob::new("", gzip(&base)),
+            Blob::new("", gzip(&upper)),
+            Blob::new("", gzip(&top)),
+        ],
+    );
+    let reg = world().plain().host();
+    push_image(&reg, "files/three", "1", &img);
+    let name = format!("{reg}/files/three:1");
+    let dest = world().temp_dir().join("store");
+
+    let out = run(imagec()
+        .args(["layers", "--files", "--json", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let doc = out.json();
+    let layers = doc.as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    // The layers rows are those of `layers --json`, with files and wasted_bytes added.
+    for (l, blob) in layers.iter().zip(&img.layers) {
+        assert_eq!(l["digest"], blob.digest.as_str());
+        assert_eq!(l["diff_id"].as_str().map(str::len), Some(71));
+    }
+    assert_eq!(
+        files(&layers[0]),
+        [
+            entry("bin", "dir", 0, "added"),
+            entry("bin/tool", "file", 10, "added"),
+            entry("etc", "dir", 0, "added"),
+            entry("etc/config", "file", 100, "added"),
+            entry("opt", "dir", 0, "added"),
+            entry("opt/app", "dir", 0, "added"),
+            entry("opt/app/lib", "file", 50, "added"),
+            entry("var", "dir", 0, "added"),
+            entry("var/cache", "dir", 0, "added"),
+            entry("var/cache/big", "file", 1000, "added"),
+        ]
+    );
+    // Whiteouts first (they apply to the layers below, wherever the tar has them), each once,
+    // under the path it deletes; then the entries.
+    assert_eq!(
+        files(&layers[1]),
+        [
+            entry("opt/app", "dir", 0, "opaque"),
+            entry("var/cache/big", "file", 0, "deleted"),
+            entry("etc", "dir", 0, "modified"),
+            entry("etc/config", "file", 120, "modified"),
+            entry("opt", "dir", 0, "modified"),
+            entry("opt/app", "dir", 0, "modified"),
+            entry("opt/app/new", "file", 7, "added"),
+            entry("var", "dir", 0, "modified"),
+            entry("var/cache", "dir", 0, "modified"),
+        ]
+    );
+    assert_eq!(
+        files(&layers[2]),
+        [
+            // Deleted below, put back here: added (as docker diff and dive show it).
+            entry("var/cache/big", "file", 5, "added"),
+            // A directory of layer 0 replaced by a symlink.
+            entry("bin", "symlink", 0, "modified"),
+        ]
+    );
+    // Layer 0's config (100) replaced, big (1000) deleted, lib (50) under an opaque directory,
+    // bin/tool (10) under a directory a symlink replaced.
+    let wasted: Vec<u64> = layers
+        .iter()
+        .map(|l| l["wasted_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(wasted, [1160, 0, 0]);
+
+    // The layers are in the store now: the table needs no blob from the registry.
+    let before = world().plain().count("GET", "/files/three/blobs/");
+    let out = run(imagec()
+        .args(["layers", "--files", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    assert_eq!(world().plain().count("GET", "/files/three/blobs/"), before);
+    let text = out.stdout;
+    assert!(text.contains("  D  -      var/cache/big"), "{text}");
+    assert!(text.contains("  O  -      opt/app/"), "{text}");
+    assert!(text.contains("  M  120 B  etc/config"), "{text}");
+    assert!(
+        text.contains("  (1.2 kB of this layer is hidden by later layers)"),
+        "{text}"
+    );
+    assert!(
+        text.lines().last().unwrap()
+            == "7 files in 3 layers, 1.3 kB in all, 1.2 kB wasted (shipped but hidden by a later layer)",
+        "{text}"
+    );
+}
+
+/// One PAX record, its length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// TARmageddon's shape (CVE-2025-62518): a PAX `size` that disagrees with the header's makes
+/// two readers see two different archives. And a PAX header of 2 MiB: bounded, refused.
+#[test]
+fn hostile_tar_headers_are_refused_naming_the_layer() {
+    let reg = world().plain().host();
+    let smuggler = {
+        let mut b = tar::Builder::new(Vec::new());
+        let records = [pax_record("path", "smuggled"), pax_record("size", "0")].concat();
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(records.len() as u64);
+        b.append_data(&mut x, "PaxHeader", &records[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        b.append_data(&mut h, "visible", &b"12345"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let huge = {
+        let mut b = tar::Builder::new(Vec::new());
+        let records = pax_record("path", &"a".repeat(2 << 20));
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(records.len() as u64);
+        b.append_data(&mut x, "PaxHeader", &records[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    for (repo, layer, needle) in [
+        (
+            "files/smuggler",
+            smuggler,
+            "PAX size (0) disagrees with its header's (5)",
+        ),
+        ("files/huge-pax", huge, "an extended header of 2097"),
+    ] {
+        let img = image(
+            Format::Docker,
+            "linux",
+            "amd64",
+            vec![Blob::new("", gzip(&layer))],
+        );
+        push_image(&reg, repo, "1", &img);
+        let out = run(imagec()
+            .args(["layers", "--files", "--dest"])
+            .arg(world().temp_dir().join("store"))
+            .arg(format!("{reg}/{repo}:1")))
+        .expect(1);
+        assert!(out.stderr.contains(needle), "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("layer {}", img.layers[0].digest)),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(out.stdout, "");
+    }
+}
