@@ -45,6 +45,8 @@ pub enum Error {
     NotInStore(String),
     #[error("no store at {0}")]
     NoStore(std::path::PathBuf),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {
@@ -56,6 +58,7 @@ impl Error {
             Error::Usage(_) | Error::Unsupported(_) | Error::Tls(_) => USAGE,
             Error::Store(_) | Error::Gc(_) | Error::Files(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
+            Error::Interrupted => INTERRUPTED,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),
             Error::Pull(PullError::Transfer(e)) => transfer_code(e),
             Error::Transfer(e) => transfer_code(e),

@@ -60,6 +60,12 @@ pub enum Command {
         "imagec tags --json registry.example.com/team/app | jq -r '.tags[]'",
     ))]
     Tags(TagsArgs),
+    /// Pull an image if needed, then apply its layers into a directory
+    #[command(after_help = examples!(
+        "imagec unpack alpine:3.20 ./rootfs",
+        "imagec unpack --platform linux/arm64 --json ghcr.io/org/app:1.2 /tmp/app",
+    ))]
+    Unpack(UnpackArgs),
     /// List what the store holds
     #[command(after_help = examples!(
         "imagec images",
@@ -146,6 +152,18 @@ pub struct InspectArgs {
     /// Add the whole manifest and config to the summary
     #[arg(long)]
     pub full: bool,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// The image: [registry[:port]/]repository[:tag][@digest]
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+    /// Where the root filesystem goes: absent or an empty directory
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
     #[command(flatten)]
     pub image: ImageArgs,
 }

@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use super::args::{
-    GcArgs, ImageArgs, ImagesArgs, InspectArgs, LayersArgs, PullArgs, RmArgs, TagsArgs,
+    GcArgs, ImageArgs, ImagesArgs, InspectArgs, LayersArgs, PullArgs, RmArgs, TagsArgs, UnpackArgs,
 };
 use super::render as output;
 use super::settings::{
@@ -276,20 +276,28 @@ pub(super) fn cmd_layers(a: LayersArgs) -> Result<u8, Failure> {
     Ok(error::SUCCESS)
 }
 
-/// `layers --files`: pull what the store lacks (with progress, as `pull`), then read each layer
-/// once from the store (SPEC: layers --files).
-fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
-    let reference = parse_references(std::slice::from_ref(&a.reference))?.remove(0);
+/// One image pulled into the store (what it lacked), for the commands that use its layers:
+/// `layers --files` and `unpack`. The store's activity lock is held as long as this lives.
+struct PulledImage {
+    settings: Settings,
+    store: Store,
+    resolved: crate::pull::resolve::Resolved,
+    /// The layer rows (`layers --json`), diff_ids included.
+    rows: Vec<crate::pull::describe::LayerRow>,
+    cancel: crate::cancel::Cancel,
+    _active: std::fs::File,
+}
+
+fn pull_image(reference: &str, a: &ImageArgs, what: &'static str) -> Result<PulledImage, Failure> {
+    let reference = parse_references(&[reference.to_string()])?.remove(0);
     let settings = Settings::from_args(
-        &a.image.registry,
+        &a.registry,
         &[reference.registry()],
-        OutputMode::of(a.image.store.json, false),
+        OutputMode::of(a.store.json, false),
     )?;
-    let image = ImageSettings::from_args(&a.image)?;
+    let image = ImageSettings::from_args(a)?;
     if image.platform == PlatformChoice::All {
-        return Err(
-            Error::Unsupported("--platform all is for pull; layers shows one platform").into(),
-        );
+        return Err(Error::Unsupported(what).into());
     }
     let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
     let registry = Registry::new(settings.registry.clone(), reporter)?;
@@ -311,10 +319,9 @@ fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
     let store = with_context(Store::create(&image.dest), || {
         format!("opening store {}", image.dest.display())
     })?;
-    let _active = with_context(store.activity_lock(false), || {
+    let active = with_context(store.activity_lock(false), || {
         format!("locking store {}", image.dest.display())
     })?;
-    let descriptors = resolved.images[0].layers().to_vec();
     let start = std::time::Instant::now();
     let pulled = pull(
         &registry,
@@ -325,7 +332,7 @@ fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
     );
     for (r, result) in pulled {
         if opts.cancel.is_cancelled() {
-            return Ok(error::INTERRUPTED);
+            return Err(Error::Interrupted.into());
         }
         with_context(result, || format!("pulling {r}"))?;
     }
@@ -335,16 +342,107 @@ fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
         crate::pull::describe::layer_rows(&registry, Some(&store), &resolved, &plan),
         || format!("reading the config of {reference}"),
     )?;
+    Ok(PulledImage {
+        settings,
+        store,
+        resolved,
+        rows,
+        cancel: opts.cancel,
+        _active: active,
+    })
+}
+
+/// `layers --files`: pull what the store lacks (with progress, as `pull`), then read each layer
+/// once from the store (SPEC: layers --files).
+fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
+    let p = pull_image(
+        &a.reference,
+        &a.image,
+        "--platform all is for pull; layers shows one platform",
+    )?;
+    let reference = &p.resolved.reference;
     let changes = with_context(
-        crate::pull::files::layer_changes(&store, &descriptors),
+        crate::pull::files::layer_changes(&p.store, p.resolved.images[0].layers()),
         || format!("reading the layers of {reference}"),
     )?;
-    let text = if settings.output == OutputMode::Json {
-        output::json_pretty(&output::files_doc(&rows, &changes))
+    let text = if p.settings.output == OutputMode::Json {
+        output::json_pretty(&output::files_doc(&p.rows, &changes))
     } else {
-        output::files_table(&rows, &changes)
+        output::files_table(&p.rows, &changes)
     };
     emit(&mut io::stdout().lock(), &text)?;
+    Ok(error::SUCCESS)
+}
+
+/// `unpack REF DIR`: pull what the store lacks, then apply the layers base first into DIR,
+/// which must be absent or empty (SPEC: unpack).
+pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
+    let dir = a.dir.clone();
+    let fresh = match std::fs::read_dir(&dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(_) => false,
+    };
+    if !fresh || (dir.exists() && !dir.is_dir()) {
+        return Err(UsageError::UnpackTarget(dir).into());
+    }
+    let p = pull_image(
+        &a.reference,
+        &a.image,
+        "--platform all is for pull; unpack takes one platform",
+    )?;
+    let reference = p.resolved.reference.clone();
+    std::fs::create_dir_all(&dir).map_err(|source| crate::store::StoreError::Io {
+        action: "creating",
+        path: dir.clone(),
+        source,
+    })?;
+    let result = crate::pull::files::unpack(
+        &p.store,
+        p.resolved.images[0].layers(),
+        &p.rows,
+        &dir,
+        &p.cancel,
+    );
+    let applied = match result {
+        Ok(applied) => applied,
+        Err(e) => {
+            // Nothing outside DIR was touched; what is inside is partial.
+            return Err(Failure::Error(
+                Some(format!("unpacking {reference} into {}", dir.display())),
+                Box::new(e.into()),
+            ));
+        }
+    };
+    if p.settings.output == OutputMode::Json {
+        let doc = serde_json::json!({
+            "reference": reference.to_string(),
+            "digest": p.resolved.top.digest,
+            "dir": dir,
+            "layers": p.rows.len(),
+            "entries": applied.entries,
+            "bytes": applied.bytes,
+            "skipped": applied.skipped,
+        });
+        emit(&mut io::stdout().lock(), &output::json_pretty(&doc))?;
+    } else {
+        let skipped = if applied.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} skipped (device nodes need root)",
+                applied.skipped.len()
+            )
+        };
+        let _ = writeln!(
+            io::stderr(),
+            "Unpacked {reference} into {} ({}, {} entries, {}{skipped})",
+            dir.display(),
+            crate::cli::progress::plural(p.rows.len(), "layer"),
+            applied.entries,
+            crate::cli::progress::human_size(applied.bytes),
+        );
+    }
     Ok(error::SUCCESS)
 }
 

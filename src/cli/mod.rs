@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Rm(a) => commands::cmd_rm(a),
         Command::Gc(a) => commands::cmd_gc(a),
         Command::Tags(a) => commands::cmd_tags(a),
+        Command::Unpack(a) => commands::cmd_unpack(a),
     };
     match result {
         Ok(code) => code,
