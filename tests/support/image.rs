@@ -215,6 +215,23 @@ pub fn image(format: Format, os: &str, arch: &str, layers: Vec<Blob>) -> Image {
     }
 }
 
+/// `image` with another config (say, one whose diff_ids lie): a new config blob and manifest.
+pub fn image_with_config(image: Image, config: Value) -> Image {
+    let config = Blob::new(
+        &image.config.media_type,
+        serde_json::to_vec(&config).expect("serializing JSON"),
+    );
+    let mut manifest: Value = serde_json::from_slice(&image.manifest).expect("a JSON manifest");
+    manifest["config"] = config.descriptor();
+    let manifest = serde_json::to_vec_pretty(&manifest).expect("serializing JSON");
+    Image {
+        digest: sha256(&manifest),
+        config,
+        manifest,
+        ..image
+    }
+}
+
 /// The `platform` object of `image` for a manifest list or index, read from its config.
 pub fn platform(image: &Image) -> Value {
     let config: Value = serde_json::from_slice(&image.config.data).expect("a JSON config");

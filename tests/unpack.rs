@@ -1,0 +1,353 @@
+//! `imagec unpack` against the real registry, with umoci (Debian's) as the oracle: the same
+//! root filesystem, file by file; and hostile layers that must not touch anything outside the
+//! directory (SPEC: unpack).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A tar made by Python's tarfile from `script`, which calls `add(name, kind, ...)`.
+fn python_tar(script: &str) -> Vec<u8> {
+    let program = format!(
+        "import io, sys, tarfile\n\
+         buf = io.BytesIO()\n\
+         t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)\n\
+         def add(name, kind='file', data=b'', mode=0o644, link='', mtime=1700000000):\n\
+         \x20   i = tarfile.TarInfo(name); i.mode = mode; i.mtime = mtime\n\
+         \x20   i.type = {{'file': tarfile.REGTYPE, 'dir': tarfile.DIRTYPE, 'symlink': tarfile.SYMTYPE,\n\
+         \x20             'hardlink': tarfile.LNKTYPE, 'fifo': tarfile.FIFOTYPE}}[kind]\n\
+         \x20   i.linkname = link\n\
+         \x20   if kind == 'file':\n\
+         \x20       i.size = len(data); t.addfile(i, io.BytesIO(data))\n\
+         \x20   else:\n\
+         \x20       t.addfile(i)\n\
+         {script}\n\
+         t.close()\n\
+         sys.stdout.buffer.write(buf.getvalue())\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn push_layers(repo: &str, tars: &[Vec<u8>]) -> String {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        tars.iter().map(|t| Blob::new("", gzip(t))).collect(),
+    );
+    let reg = world().plain().host();
+    push_image(&reg, repo, "1", &img);
+    format!("{reg}/{repo}:1")
+}
+
+/// Every path under `root`: type, permission bits, owner, size, content hash or link target,
+/// mtime (not for symlinks), and which paths share an inode.
+fn describe(root: &Path) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!("symlink -> {}", std::fs::read_link(&p).unwrap().display())
+        } else if ft.is_file() {
+            inodes.entry(m.ino()).or_default().push(rel.clone());
+            format!("file {} {}", m.len(), sha256(&std::fs::read(&p).unwrap()))
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                "fifo".to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        let mtime = if ft.is_symlink() {
+            String::new()
+        } else {
+            format!(" mtime {}", m.mtime())
+        };
+        if !rel.is_empty() {
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode {:o} owner {}:{}{mtime}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid()
+                ),
+            );
+        }
+    }
+    let mut links: Vec<Vec<String>> = inodes
+        .into_values()
+        .filter(|v| v.len() > 1)
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    links.sort();
+    (out, links)
+}
+
+fn umoci_rootfs(dest: &Path, name: &str) -> PathBuf {
+    let bundle = world().temp_dir().join("bundle");
+    let image = format!("{}:{name}", dest.display());
+    oracle(
+        "umoci",
+        &["unpack", "--image", &image, bundle.to_str().unwrap()],
+    );
+    bundle.join("rootfs")
+}
+
+#[test]
+fn unpack_makes_the_root_filesystem_umoci_makes() {
+    let base = python_tar(
+        "add('etc', 'dir', mode=0o755)\n\
+         add('etc/passwd', data=b'root:x:0:0::/root:/bin/sh\\n')\n\
+         add('bin', 'dir', mode=0o755)\n\
+         add('bin/su', data=b'#!/bin/sh\\n', mode=0o4755)\n\
+         add('run', 'dir', mode=0o755)\n\
+         add('run/fifo', 'fifo', mode=0o640)\n\
+         add('data/a', data=b'shared bytes')\n\
+         add('data/a-link', 'hardlink', link='data/a')\n\
+         add('lib/keep', data=b'kept')\n\
+         add('opt/app/old', data=b'old')\n\
+         add('var/gone', data=b'bye')\n\
+         add('secret/inner', data=b'x', mode=0o600)\n\
+         add('secret', 'dir', mode=0o700, mtime=1600000000)\n\
+         add('tmp', 'dir', mode=0o1777)",
+    );
+    // Whiteouts as GNU tar packs them from a directory: empty files.
+    let upper_dir = world().temp_dir().join("upper");
+    for (p, data) in [
+        ("var/.wh.gone", &b""[..]),
+        ("opt/app/.wh..wh..opq", b""),
+        ("opt/app/new", b"new"),
+        ("etc/motd", b"hello"),
+    ] {
+        let path = upper_dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, data).unwrap();
+    }
+    let out = Command::new("tar")
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@1650000000",
+            "-C",
+        ])
+        .arg(&upper_dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let upper = out.stdout;
+    let top = python_tar(
+        "add('lib/keep-link', 'hardlink', link='lib/keep')\n\
+         add('usr/bin/sh', 'symlink', link='/bin/su')\n\
+         add('etc/.wh.motd')",
+    );
+    let name = push_layers("unpack/oracle", &[base, upper, top]);
+    let dest = world().temp_dir().join("store");
+    let dir = world().temp_dir().join("rootfs");
+    let out = run(imagec()
+        .args(["unpack", "--json", "--dest"])
+        .arg(&dest)
+        .arg(&name)
+        .arg(&dir))
+    .expect(0);
+    let doc = out.json();
+    assert_eq!(doc["layers"], 3);
+    assert_eq!(doc["skipped"], serde_json::json!([]));
+
+    let ours = describe(&dir);
+    let theirs = describe(&umoci_rootfs(&dest, &name));
+    let diff: Vec<String> = ours
+        .0
+        .iter()
+        .filter(|(k, v)| theirs.0.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: ours {v}, umoci {:?}", theirs.0.get(k)))
+        .chain(
+            theirs
+                .0
+                .keys()
+                .filter(|k| !ours.0.contains_key(*k))
+                .map(|k| format!("{k}: only in umoci's")),
+        )
+        .collect();
+    assert!(diff.is_empty(), "differences:\n{}", diff.join("\n"));
+    assert_eq!(ours.1, theirs.1, "hardlink groups");
+    // The facts the comparison rests on, said directly.
+    assert!(!dir.join("var/gone").exists() && !dir.join("opt/app/old").exists());
+    assert!(!dir.join("etc/motd").exists());
+    assert!(dir.join("opt/app/new").exists());
+    assert_eq!(
+        ours.1,
+        [
+            vec!["data/a", "data/a-link"],
+            vec!["lib/keep", "lib/keep-link"]
+        ]
+    );
+    assert!(
+        ours.0["bin/su"].contains("mode 4755"),
+        "{}",
+        ours.0["bin/su"]
+    );
+    assert!(ours.0["secret"].contains("mode 700") && ours.0["secret"].contains("mtime 1600000000"));
+}
+
+#[test]
+fn a_wrong_diff_id_is_exit_1_naming_the_layer() {
+    let tar = python_tar("add('f', data=b'content')");
+    let mut img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![Blob::new("", gzip(&tar))],
+    );
+    // The config claims other uncompressed bytes.
+    let mut config: serde_json::Value = serde_json::from_slice(&img.config.data).unwrap();
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    img = image_with_config(img, config);
+    let reg = world().plain().host();
+    push_image(&reg, "unpack/bad-diffid", "1", &img);
+    let dir = world().temp_dir().join("rootfs");
+    let out = run(imagec()
+        .args(["unpack", "--dest"])
+        .arg(world().temp_dir().join("store"))
+        .arg(format!("{reg}/unpack/bad-diffid:1"))
+        .arg(&dir))
+    .expect(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "layer {}: its uncompressed bytes are",
+            img.layers[0].digest
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unpack_needs_an_absent_or_empty_directory() {
+    let dir = world().temp_dir();
+    std::fs::write(dir.join("mine"), "keep me").unwrap();
+    let out = run(imagec().args(["unpack", "127.0.0.1:1/x/y:1"]).arg(&dir)).expect(2);
+    assert!(
+        out.stderr.contains("absent or empty directory"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mine")).unwrap(),
+        "keep me"
+    );
+}
+
+/// containerd's TestBreakouts shapes and the CVEs of issue 10, one attack per image, each
+/// judged alone: nothing outside DIR changes, whether the entry is clamped inside or refused.
+#[test]
+fn hostile_layers_never_touch_anything_outside_the_directory() {
+    let outside = world().temp_dir();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "original").unwrap();
+    let v = victim.display().to_string();
+    let cases: Vec<(&str, String, Option<&str>)> = vec![
+        // An absolute symlink, then a write through it: resolved inside DIR (clamped).
+        ("abs-symlink", format!("add('evil', 'symlink', link='{outside}')\nadd('evil/victim', data=b'pwned')", outside = outside.display()), None),
+        // Up and out with `..`.
+        ("dotdot-symlink", "add('up', 'symlink', link='../../../../../../../..')\nadd('up/tmp/x', data=b'pwned')".to_string(), None),
+        // A name with `..` in it: clamped inside.
+        ("dotdot-name", format!("add('../../../../../..{v}', data=b'pwned')"), None),
+        // An absolute name: inside DIR.
+        ("abs-name", format!("add('{v}', data=b'pwned')"), None),
+        // A chain of symlinks leading out.
+        ("chain", format!("add('a', 'symlink', link='b')\nadd('b', 'symlink', link='{outside}')\nadd('a/victim', data=b'pwned')", outside = outside.display()), None),
+        // A hardlink to a file outside: its target is a path in the image, not there.
+        ("hardlink-out", format!("add('h', 'hardlink', link='{v}')"), Some("is not in the image")),
+        // Hardlink to a symlink, then write through the name (CVE-2021-32760's shape).
+        ("hardlink-symlink", format!("add('s', 'symlink', link='{v}')\nadd('h', 'hardlink', link='s')\nadd('h', data=b'pwned', mode=0o777)"), None),
+        // The root as a symlink (umoci CVE-2021-29136).
+        ("root-symlink", format!("add('.', 'symlink', link='{outside}')\nadd('victim', data=b'pwned')", outside = outside.display()), Some("the root of the image is not a directory")),
+        // Whiteouts that name the directory or its parent.
+        ("wh-dot", "add('d', 'dir')\nadd('d/.wh..')".to_string(), Some("a whiteout that names no file")),
+        ("wh-dotdot", "add('d', 'dir')\nadd('d/.wh...')".to_string(), Some("a whiteout that names no file")),
+        // A whiteout through a symlink to the outside.
+        ("wh-through-symlink", format!("add('l', 'symlink', link='{outside}')\nadd('l/.wh.victim')", outside = outside.display()), None),
+        // A symlink, then a directory of the same name, then a file in it (tar-rs RUSTSEC-2021-0080).
+        ("symlink-then-dir", format!("add('x', 'symlink', link='{outside}')\nadd('x', 'dir')\nadd('x/victim', data=b'pwned')", outside = outside.display()), None),
+    ];
+    let listing = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&outside);
+    for (repo, script, refused) in cases {
+        let name = push_layers(&format!("unpack/attack-{repo}"), &[python_tar(&script)]);
+        let dir = world().temp_dir().join("rootfs");
+        let out = run(imagec()
+            .args(["unpack", "--dest"])
+            .arg(world().temp_dir().join("store"))
+            .arg(&name)
+            .arg(&dir));
+        match refused {
+            Some(needle) => {
+                assert_eq!(out.code, 1, "{repo}: {}", out.stderr);
+                assert!(out.stderr.contains(needle), "{repo}: {}", out.stderr);
+            }
+            None => assert_eq!(out.code, 0, "{repo}: {}", out.stderr),
+        }
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "original",
+            "{repo}"
+        );
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().nlink(),
+            1,
+            "{repo}: the victim was hardlinked"
+        );
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().mode() & 0o777,
+            0o644,
+            "{repo}: chmod outside"
+        );
+        assert_eq!(listing(&outside), before, "{repo}: something new outside");
+    }
+}
