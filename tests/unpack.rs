@@ -351,3 +351,152 @@ fn hostile_layers_never_touch_anything_outside_the_directory() {
         assert_eq!(listing(&outside), before, "{repo}: something new outside");
     }
 }
+
+/// A zstd layer (made by Debian's `zstd`) over a gzip one, then an uncompressed one: each read
+/// through the decompressor its media type names, each checked against its diff_id.
+#[test]
+fn zstd_and_uncompressed_layers_unpack_and_are_verified() {
+    let base = python_tar("add('etc/os-release', data=b'ID=test\\n')\nadd('z/keep', data=b'k')");
+    let mid = python_tar("add('z/from-zstd', data=b'zstd bytes' * 1000)");
+    let top = python_tar("add('plain/file', data=b'not compressed')");
+    let zstd = {
+        let mut child = Command::new("zstd")
+            .args(["-q", "-c", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("zstd is needed by the tests (see .ci/run)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&mid).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let img = image(
+        Format::Oci,
+        "linux",
+        "amd64",
+        vec![
+            Blob::new("", gzip(&base)),
+            Blob::new("", gzip(&mid)),
+            Blob::new("", gzip(&top)),
+        ],
+    );
+    // The same tars, all gzip: what umoci 0.4 (no zstd support) unpacks for comparison.
+    let reg = world().plain().host();
+    push_image(&reg, "unpack/zstd-as-gzip", "1", &img);
+    let gzip_name = format!("{reg}/unpack/zstd-as-gzip:1");
+    let gz = img.layers[0].data.clone();
+    let img = image_with_layers(
+        img,
+        vec![
+            ("application/vnd.oci.image.layer.v1.tar+gzip", gz),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", zstd),
+            ("application/vnd.oci.image.layer.v1.tar", top),
+        ],
+    );
+    push_image(&reg, "unpack/zstd", "1", &img);
+    let name = format!("{reg}/unpack/zstd:1");
+    let dest = world().temp_dir().join("store");
+    let dir = world().temp_dir().join("rootfs");
+    run(imagec()
+        .args(["unpack", "--dest"])
+        .arg(&dest)
+        .arg(&name)
+        .arg(&dir))
+    .expect(0);
+    assert_eq!(
+        std::fs::read(dir.join("z/from-zstd")).unwrap(),
+        b"zstd bytes".repeat(1000)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("plain/file")).unwrap(),
+        b"not compressed"
+    );
+    // The tree umoci makes from the same tars gzipped.
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg(&gzip_name))
+    .expect(0);
+    let theirs = describe(&umoci_rootfs(&dest, &gzip_name));
+    assert_eq!(describe(&dir), theirs);
+    // layers --files reads the same three encodings.
+    let out = run(imagec()
+        .args(["layers", "--files", "--json", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let files = &out.json()[1]["files"];
+    assert_eq!(files[0]["path"], "z/from-zstd", "{files}");
+    assert_eq!(files[0]["size"], 10_000);
+}
+
+/// As another user (no root), device nodes cannot be made: they are skipped and counted, the
+/// rest is unpacked and owned by that user (as umoci's rootless mode does).
+#[test]
+fn unpack_as_another_user_skips_device_nodes() {
+    let name = push_layers(
+        "unpack/devices",
+        &[python_tar(
+            "add('dev', 'dir', mode=0o755)\nadd('etc/hostname', data=b'box')\n\
+             i = tarfile.TarInfo('dev/null'); i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; t.addfile(i)\n\
+             add('run/fifo', 'fifo')",
+        )],
+    );
+    // A place the user nobody owns, for the store and the root filesystem.
+    let home = world().temp_dir();
+    for d in home.ancestors().skip(1).take(2) {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let out = run(imagec_via(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+    ])
+    .args(["unpack", "--json", "--dest"])
+    .arg(home.join("store"))
+    .arg(&name)
+    .arg(home.join("rootfs")))
+    .expect(0);
+    let doc = out.json();
+    assert_eq!(
+        doc["skipped"],
+        serde_json::json!([{ "layer": 0, "path": "dev/null", "reason": "a device node needs root" }])
+    );
+    let rootfs = home.join("rootfs");
+    assert_eq!(std::fs::read(rootfs.join("etc/hostname")).unwrap(), b"box");
+    assert_eq!(
+        std::fs::metadata(rootfs.join("etc/hostname"))
+            .unwrap()
+            .uid(),
+        65534
+    );
+    assert!(!rootfs.join("dev/null").exists());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(rootfs.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // Human output says it too.
+    let out = run(imagec_via(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+    ])
+    .args(["unpack", "--dest"])
+    .arg(home.join("store"))
+    .arg(&name)
+    .arg(home.join("rootfs2")))
+    .expect(0);
+    assert!(
+        out.stderr.contains("1 skipped (device nodes need root)"),
+        "{}",
+        out.stderr
+    );
+}

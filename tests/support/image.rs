@@ -232,6 +232,22 @@ pub fn image_with_config(image: Image, config: Value) -> Image {
     }
 }
 
+/// `image` with its layers' blobs replaced by other encodings of the same tars (zstd, or none):
+/// `(media type, bytes)` per layer. The config's diff_ids stay right: they are the digests
+/// of the uncompressed tars, whatever the compression.
+pub fn image_with_layers(image: Image, layers: Vec<(&str, Vec<u8>)>) -> Image {
+    let layers: Vec<Blob> = layers.into_iter().map(|(t, d)| Blob::new(t, d)).collect();
+    let mut manifest: Value = serde_json::from_slice(&image.manifest).expect("a JSON manifest");
+    manifest["layers"] = Value::Array(layers.iter().map(Blob::descriptor).collect());
+    let manifest = serde_json::to_vec_pretty(&manifest).expect("serializing JSON");
+    Image {
+        digest: sha256(&manifest),
+        layers,
+        manifest,
+        ..image
+    }
+}
+
 /// The `platform` object of `image` for a manifest list or index, read from its config.
 pub fn platform(image: &Image) -> Value {
     let config: Value = serde_json::from_slice(&image.config.data).expect("a JSON config");

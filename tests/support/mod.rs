@@ -32,8 +32,8 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 
 pub use image::{
-    image, image_with_config, layer_from_files, layer_from_fixture, random_layer, sha256, Blob,
-    Format, Image,
+    image, image_with_config, image_with_layers, layer_from_files, layer_from_fixture,
+    random_layer, sha256, Blob, Format, Image,
 };
 pub use push::{push_blob, push_image, push_index, push_manifest_bytes};
 pub use registry::Registry;
