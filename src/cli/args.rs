@@ -164,6 +164,9 @@ pub struct UnpackArgs {
     /// Where the root filesystem goes: absent or an empty directory
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// No progress output and no summary line
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
     #[command(flatten)]
     pub image: ImageArgs,
 }

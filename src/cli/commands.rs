@@ -288,12 +288,17 @@ struct PulledImage {
     _active: std::fs::File,
 }
 
-fn pull_image(reference: &str, a: &ImageArgs, what: &'static str) -> Result<PulledImage, Failure> {
+fn pull_image(
+    reference: &str,
+    a: &ImageArgs,
+    quiet: bool,
+    what: &'static str,
+) -> Result<PulledImage, Failure> {
     let reference = parse_references(&[reference.to_string()])?.remove(0);
     let settings = Settings::from_args(
         &a.registry,
         &[reference.registry()],
-        OutputMode::of(a.store.json, false),
+        OutputMode::of(a.store.json, quiet),
     )?;
     let image = ImageSettings::from_args(a)?;
     if image.platform == PlatformChoice::All {
@@ -358,6 +363,7 @@ fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
     let p = pull_image(
         &a.reference,
         &a.image,
+        false,
         "--platform all is for pull; layers shows one platform",
     )?;
     let reference = &p.resolved.reference;
@@ -389,6 +395,7 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
     let p = pull_image(
         &a.reference,
         &a.image,
+        a.quiet,
         "--platform all is for pull; unpack takes one platform",
     )?;
     let reference = p.resolved.reference.clone();
@@ -425,7 +432,7 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
             "skipped": applied.skipped,
         });
         emit(&mut io::stdout().lock(), &output::json_pretty(&doc))?;
-    } else {
+    } else if p.settings.output == OutputMode::Human {
         let skipped = if applied.skipped.is_empty() {
             String::new()
         } else {
