@@ -141,7 +141,9 @@ fn every_help_page_ends_with_examples_and_the_exit_codes() {
         "{}",
         top.stdout
     );
-    for command in ["pull", "layers", "inspect", "tags", "unpack", "images", "rm", "gc"] {
+    for command in [
+        "pull", "layers", "inspect", "tags", "unpack", "images", "rm", "gc",
+    ] {
         let out = run(imagec().args([command, "--help"])).expect(0);
         let help = out.stdout.trim_end();
         assert!(

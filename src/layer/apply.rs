@@ -173,7 +173,14 @@ impl Unpacker {
             }
             return Ok(());
         }
-        written.insert(path.clone());
+        // The path and its parents (made for it if the layer did not list them).
+        let mut at = path.as_str();
+        while written.insert(at.to_string()) {
+            match at.rsplit_once('/') {
+                Some((p, _)) => at = p,
+                None => break,
+            }
+        }
         self.applied.entries += 1;
         let (dir, name) = self.root.parent(&path).map_err(io_at(&path))?;
         match h.kind {
@@ -299,7 +306,20 @@ impl Unpacker {
             std::cmp::Reverse(p.matches('/').count() + usize::from(!p.is_empty()))
         });
         for (path, h) in dirs {
-            let fd = self.root.dir(&path, false).map_err(io_at(&path))?;
+            // A later layer may have removed it, or put something else there.
+            let fd = match self.root.existing_dir(&path) {
+                Ok(fd) => fd,
+                // ELOOP: a symlink now stands where the directory was.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(io_at(&path)(e)),
+            };
             self.owner_and_mode(&fd, &h).map_err(io_at(&path))?;
             rfs::futimens(&fd, &times(h.mtime)).map_err(|e| io_at(&path)(e.into()))?;
         }

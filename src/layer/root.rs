@@ -99,6 +99,23 @@ impl Root {
         Ok(current)
     }
 
+    /// The directory at `rel` as an entry would name it: its parents resolved inside the
+    /// root, its last component not followed (a symlink there is not a directory).
+    pub fn existing_dir(&self, rel: &str) -> io::Result<OwnedFd> {
+        if rel.is_empty() {
+            return self.dir("", false);
+        }
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let parent = self.dir(parent, false)?;
+        rfs::openat(
+            &parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err)
+    }
+
     /// The parent directory of `rel` (made when missing) and the last component.
     pub fn parent<'a>(&self, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
