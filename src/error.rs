@@ -40,6 +40,8 @@ pub enum Error {
     #[error(transparent)]
     Files(#[from] crate::pull::files::FilesError),
     #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    #[error(transparent)]
     Gc(#[from] GcError),
     #[error("{0} is not in the store")]
     NotInStore(String),
@@ -56,7 +58,7 @@ impl Error {
             // like a missing one.
             Error::Usage(UsageError::Interrupted) => INTERRUPTED,
             Error::Usage(_) | Error::Unsupported(_) | Error::Tls(_) => USAGE,
-            Error::Store(_) | Error::Gc(_) | Error::Files(_) => FAILURE,
+            Error::Store(_) | Error::Gc(_) | Error::Files(_) | Error::Archive(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,
             Error::Interrupted => INTERRUPTED,
             Error::Pull(PullError::Resolve(e)) | Error::Resolve(e) => resolve_code(e),

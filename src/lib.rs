@@ -11,6 +11,7 @@
 //! - `manifest`, `reference`, `digest`, `platform`: the data types every step shares.
 //!
 //! `registry` and `store` never import each other; `pull` joins them.
+pub mod archive;
 pub mod cancel;
 pub mod cli;
 pub mod digest;

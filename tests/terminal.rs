@@ -373,3 +373,18 @@ fn password_stdin_on_a_terminal_prompts_without_echo() {
     // The prompt turned echo off; Ctrl-C there must leave the user's terminal as it was.
     assert!(run.echoes(), "Ctrl-C at the prompt left echo off");
 }
+
+/// `save -o -` with stdout on a terminal would write a binary archive onto the screen.
+#[test]
+fn save_to_a_terminal_is_refused() {
+    let mut cmd = imagec();
+    on_terminal(&mut cmd).args(["save", "-o", "-", "alpine:3.20"]);
+    let on = On {
+        stdin: false,
+        stdout: true,
+    };
+    let (status, bytes) = spawn(&mut cmd, 80, 24, on).finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("standard output is a terminal"), "{text}");
+}

@@ -66,6 +66,12 @@ pub enum Command {
         "imagec unpack --platform linux/arm64 --json ghcr.io/org/app:1.2 /tmp/app",
     ))]
     Unpack(UnpackArgs),
+    /// Write images into one archive for docker load, podman load and skopeo
+    #[command(after_help = examples!(
+        "imagec save alpine:3.20 -o alpine.tar",
+        "imagec save app:1 app:2 -o - | docker load",
+    ))]
+    Save(SaveArgs),
     /// List what the store holds
     #[command(after_help = examples!(
         "imagec images",
@@ -164,6 +170,21 @@ pub struct UnpackArgs {
     /// Where the root filesystem goes: absent or an empty directory
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// No progress output and no summary line
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images to save: [registry[:port]/]repository[:tag][@digest]
+    #[arg(required = true, value_name = "REFERENCE")]
+    pub references: Vec<String>,
+    /// The archive to write (`-` for standard output)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
     /// No progress output and no summary line
     #[arg(short, long, conflicts_with = "json")]
     pub quiet: bool,

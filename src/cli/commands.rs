@@ -5,7 +5,8 @@
 use std::io::{self, Write};
 
 use super::args::{
-    GcArgs, ImageArgs, ImagesArgs, InspectArgs, LayersArgs, PullArgs, RmArgs, TagsArgs, UnpackArgs,
+    GcArgs, ImageArgs, ImagesArgs, InspectArgs, LayersArgs, PullArgs, RmArgs, SaveArgs, TagsArgs,
+    UnpackArgs,
 };
 use super::render as output;
 use super::settings::{
@@ -451,6 +452,159 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
         );
     }
     Ok(error::SUCCESS)
+}
+
+/// `save REF... -o FILE`: pull what the store lacks, then write one archive of every image
+/// (SPEC: save): to a temp file beside FILE renamed into place, or to stdout with `-o -`.
+pub(super) fn cmd_save(a: SaveArgs) -> Result<u8, Failure> {
+    use std::io::IsTerminal;
+    let to_stdout = a.output.as_os_str() == "-";
+    if to_stdout && io::stdout().is_terminal() {
+        return Err(UsageError::ArchiveToTerminal.into());
+    }
+    let refs = parse_references(&a.references)?;
+    let registries: Vec<&str> = refs.iter().map(|r| r.registry()).collect();
+    let settings = Settings::from_args(
+        &a.image.registry,
+        &registries,
+        OutputMode::of(a.image.store.json, a.quiet),
+    )?;
+    let image = ImageSettings::from_args(&a.image)?;
+    if image.platform == PlatformChoice::All {
+        return Err(Error::Unsupported(
+            "--platform all is for pull; a docker archive holds images, so save takes one platform",
+        )
+        .into());
+    }
+    let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
+    let registry = Registry::new(settings.registry.clone(), reporter)?;
+    let opts = PullOptions {
+        platform: image.platform.clone(),
+        jobs: 4,
+        format: crate::pull::Format::Oci,
+        cancel: crate::cancel::Cancel::new(),
+    };
+    interrupt::install(opts.cancel.clone(), on_interrupt);
+    let existing = with_context(Store::open(&image.dest), || {
+        format!("opening store {}", image.dest.display())
+    })?;
+    let resolved = crate::pull::resolve_all(&registry, existing.as_ref(), &refs, &opts);
+    drop(existing);
+    // An archive holds every image asked for, or is not written.
+    let mut ok = Vec::new();
+    for (r, res) in resolved {
+        match res {
+            Ok(res) => ok.push((r, Ok(res))),
+            Err(e) => {
+                return Err(Failure::Error(
+                    Some(format!("resolving {r}")),
+                    Box::new(e.into()),
+                ))
+            }
+        }
+    }
+    let resolved = ok;
+    let store = with_context(Store::create(&image.dest), || {
+        format!("opening store {}", image.dest.display())
+    })?;
+    let _active = with_context(store.activity_lock(false), || {
+        format!("locking store {}", image.dest.display())
+    })?;
+    let mut images = Vec::new();
+    for (r, result) in pull(
+        &registry,
+        &store,
+        resolved,
+        &opts,
+        std::time::Instant::now(),
+    ) {
+        if opts.cancel.is_cancelled() {
+            return Ok(error::INTERRUPTED);
+        }
+        let report = with_context(result, || format!("pulling {r}"))?;
+        images.push(crate::archive::SavedImage {
+            reference: r,
+            manifest: report.stored_digest,
+        });
+    }
+    let written = if to_stdout {
+        let mut out = io::stdout().lock();
+        match crate::archive::save(&store, &images, &mut out) {
+            Err(crate::archive::ArchiveError::Write(e))
+                if e.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                return Err(Failure::Quiet)
+            }
+            r => r?,
+        }
+        None
+    } else {
+        Some(save_to_file(&store, &images, &a.output)?)
+    };
+    if settings.output == OutputMode::Json {
+        let doc = serde_json::json!({
+            "file": a.output,
+            "images": images.iter().map(|i| serde_json::json!({
+                "reference": i.reference.to_string(),
+                "manifest": i.manifest,
+            })).collect::<Vec<_>>(),
+            "bytes": written,
+        });
+        emit(&mut io::stderr().lock(), &output::json_pretty(&doc))?;
+    } else if settings.output == OutputMode::Human {
+        if let Some(bytes) = written {
+            let _ = writeln!(
+                io::stderr(),
+                "Saved {} to {} ({})",
+                crate::cli::progress::plural(images.len(), "image"),
+                a.output.display(),
+                crate::cli::progress::human_size(bytes)
+            );
+        }
+    }
+    Ok(error::SUCCESS)
+}
+
+/// The archive into a temp file beside `path`, synced, then renamed over it: a failed save
+/// leaves no partial FILE. Returns its size.
+fn save_to_file(
+    store: &Store,
+    images: &[crate::archive::SavedImage],
+    path: &std::path::Path,
+) -> Result<u64, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let io_err = |action: &'static str, p: &std::path::Path| {
+        let p = p.to_path_buf();
+        move |source| crate::store::StoreError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".imagec-save-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(&dir)
+        .map_err(io_err("creating a temp file in", &dir))?;
+    {
+        let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        crate::archive::save(store, images, &mut w)?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("syncing", tmp.path()))?;
+    let size = tmp
+        .as_file()
+        .metadata()
+        .map_err(io_err("reading", tmp.path()))?
+        .len();
+    tmp.persist(path)
+        .map_err(|e| io_err("renaming into", path)(e.error))?;
+    Ok(size)
 }
 
 pub(super) fn cmd_inspect(a: InspectArgs) -> Result<u8, Failure> {

@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Gc(a) => commands::cmd_gc(a),
         Command::Tags(a) => commands::cmd_tags(a),
         Command::Unpack(a) => commands::cmd_unpack(a),
+        Command::Save(a) => commands::cmd_save(a),
     };
     match result {
         Ok(code) => code,

@@ -29,6 +29,8 @@ pub enum UsageError {
     EmptyPassword,
     #[error("--password-stdin: reading standard input: {0}")]
     Stdin(std::io::Error),
+    #[error("save -o -: standard output is a terminal; redirect it to a file or a pipe")]
+    ArchiveToTerminal,
     #[error("unpack needs an absent or empty directory, and {0} is neither")]
     UnpackTarget(PathBuf),
     #[error("tags lists a repository: drop {0:?} from the name")]

@@ -1,0 +1,186 @@
+//! `imagec save` against the real registry, read back by the tools users load archives with:
+//! skopeo (`docker-archive:`, `oci-archive:`), podman (`load`, vfs storage), with two images
+//! sharing a base layer (SPEC: save).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn two_images_sharing_a_base(repo: &str) -> (String, String, Image, Image) {
+    let base = layer_from_fixture("rootfs");
+    let a = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![base.clone(), random_layer(8100, 20_000)],
+    );
+    let b = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![base, random_layer(8101, 30_000)],
+    );
+    let reg = world().plain().host();
+    push_image(&reg, repo, "a", &a);
+    push_image(&reg, repo, "b", &b);
+    (format!("{reg}/{repo}:a"), format!("{reg}/{repo}:b"), a, b)
+}
+
+fn tar_names(file: &Path) -> Vec<String> {
+    let out = Command::new("tar").arg("-tf").arg(file).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn save_writes_one_archive_that_skopeo_and_podman_load() {
+    let (na, nb, a, b) = two_images_sharing_a_base("save/two");
+    let dest = world().temp_dir().join("store");
+    let file = world().temp_dir().join("images.tar");
+    let out = run(imagec()
+        .args(["save", "--dest"])
+        .arg(&dest)
+        .arg("-o")
+        .arg(&file)
+        .arg(&na)
+        .arg(&nb))
+    .expect(0);
+    assert!(out.stderr.contains("Saved 2 images to"), "{}", out.stderr);
+
+    // Every blob once: the shared base layer is written one time.
+    let names = tar_names(&file);
+    let base = format!("blobs/sha256/{}", &a.layers[0].digest["sha256:".len()..]);
+    assert_eq!(names.iter().filter(|n| **n == base).count(), 1, "{names:?}");
+    for n in ["oci-layout", "index.json", "manifest.json", "repositories"] {
+        assert!(names.iter().any(|x| x == n), "{n} missing: {names:?}");
+    }
+
+    // skopeo reads it as a docker archive (by name) and as an OCI archive (by reference).
+    let archive = file.display().to_string();
+    for (name, img) in [(&na, &a), (&nb, &b)] {
+        let docker: serde_json::Value = serde_json::from_str(&oracle(
+            "skopeo",
+            &["inspect", &format!("docker-archive:{archive}:{name}")],
+        ))
+        .unwrap();
+        let layers: Vec<&str> = docker["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        // skopeo names docker-archive layers by their diff_ids.
+        let want: Vec<&str> = img.diff_ids.iter().map(String::as_str).collect();
+        assert_eq!(layers, want, "{name}");
+        let oci: serde_json::Value = serde_json::from_str(&oracle(
+            "skopeo",
+            &["inspect", &format!("oci-archive:{archive}:{name}")],
+        ))
+        .unwrap();
+        let want: Vec<&str> = img.layers.iter().map(|l| l.digest.as_str()).collect();
+        let layers: Vec<&str> = oci["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(layers, want, "{name}");
+    }
+    // A round trip: skopeo copies the docker archive into a layout (checking the layers
+    // against the diff_ids as it goes).
+    let layout = world().temp_dir().join("copied");
+    oracle(
+        "skopeo",
+        &[
+            "copy",
+            &format!("docker-archive:{archive}:{na}"),
+            &format!("oci:{}:x", layout.display()),
+        ],
+    );
+
+    // podman loads both images, tagged.
+    let storage = world().temp_dir();
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args)
+            .env("HOME", &storage);
+        let out = c
+            .output()
+            .expect("podman is needed by the tests (see .ci/run)");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let loaded = podman(&["load", "-i", &archive]);
+    assert!(loaded.contains(&format!("Loaded image: {na}")), "{loaded}");
+    assert!(loaded.contains(&format!("Loaded image: {nb}")), "{loaded}");
+    let listed = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort();
+    assert_eq!(listed, [na.as_str(), nb.as_str()]);
+}
+
+#[test]
+fn save_to_a_pipe_and_what_a_failure_leaves() {
+    let (na, _, _, _) = two_images_sharing_a_base("save/pipe");
+    let dest = world().temp_dir().join("store");
+    let file = world().temp_dir().join("a.tar");
+    run(imagec()
+        .args(["save", "-q", "--dest"])
+        .arg(&dest)
+        .arg("-o")
+        .arg(&file)
+        .arg(&na))
+    .expect(0);
+    // `-o -`: the same bytes on stdout.
+    let out = imagec()
+        .args(["save", "-q", "--dest"])
+        .arg(&dest)
+        .args(["-o", "-"])
+        .arg(&na)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(&file).unwrap());
+
+    // A reference that cannot be saved: exit 4, the existing file untouched, no temp file left.
+    let before = std::fs::read(&file).unwrap();
+    let missing = format!("{}/save/none-such:1", world().plain().host());
+    run(imagec()
+        .args(["save", "--dest"])
+        .arg(&dest)
+        .arg("-o")
+        .arg(&file)
+        .arg(&na)
+        .arg(&missing))
+    .expect(4);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let dir = file.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["a.tar"], "{left:?}");
+}
