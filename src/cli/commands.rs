@@ -277,28 +277,42 @@ pub(super) fn cmd_layers(a: LayersArgs) -> Result<u8, Failure> {
     Ok(error::SUCCESS)
 }
 
-/// One image pulled into the store (what it lacked), for the commands that use its layers:
-/// `layers --files` and `unpack`. The store's activity lock is held as long as this lives.
-struct PulledImage {
+/// Images pulled into the store (what it lacked), for the commands that use their blobs:
+/// `layers --files`, `unpack` and `save`. Every reference must resolve and pull, or the
+/// command stops with the first failure. The store's activity lock is held while this lives.
+struct Pulled {
     settings: Settings,
+    registry: Registry,
     store: Store,
-    resolved: crate::pull::resolve::Resolved,
-    /// The layer rows (`layers --json`), diff_ids included.
-    rows: Vec<crate::pull::describe::LayerRow>,
+    images: Vec<(crate::pull::resolve::Resolved, crate::pull::PullReport)>,
     cancel: crate::cancel::Cancel,
     _active: std::fs::File,
 }
 
-fn pull_image(
-    reference: &str,
+impl Pulled {
+    /// The layer rows (`layers --json`) of image `i`, diff_ids included (read after the pull:
+    /// schema1's are learned by pulling).
+    fn rows(&self, i: usize) -> Result<Vec<crate::pull::describe::LayerRow>, Failure> {
+        let resolved = &self.images[i].0;
+        let plan = crate::pull::plan::Plan::build(Some(&self.store), &[Some(resolved)]);
+        with_context(
+            crate::pull::describe::layer_rows(&self.registry, Some(&self.store), resolved, &plan),
+            || format!("reading the config of {}", resolved.reference),
+        )
+    }
+}
+
+fn pull_images(
+    references: &[String],
     a: &ImageArgs,
     quiet: bool,
     what: &'static str,
-) -> Result<PulledImage, Failure> {
-    let reference = parse_references(&[reference.to_string()])?.remove(0);
+) -> Result<Pulled, Failure> {
+    let refs = parse_references(references)?;
+    let registries: Vec<&str> = refs.iter().map(|r| r.registry()).collect();
     let settings = Settings::from_args(
         &a.registry,
-        &[reference.registry()],
+        &registries,
         OutputMode::of(a.store.json, quiet),
     )?;
     let image = ImageSettings::from_args(a)?;
@@ -317,10 +331,11 @@ fn pull_image(
     let existing = with_context(Store::open(&image.dest), || {
         format!("opening store {}", image.dest.display())
     })?;
-    let resolved = with_context(
-        crate::pull::resolve::resolve(&registry, existing.as_ref(), &reference, &image.platform),
-        || format!("resolving {reference}"),
-    )?;
+    let mut resolved = Vec::new();
+    for (r, res) in crate::pull::resolve_all(&registry, existing.as_ref(), &refs, &opts) {
+        let res = with_context(res, || format!("resolving {r}"))?;
+        resolved.push((r, res));
+    }
     drop(existing);
     let store = with_context(Store::create(&image.dest), || {
         format!("opening store {}", image.dest.display())
@@ -328,31 +343,27 @@ fn pull_image(
     let active = with_context(store.activity_lock(false), || {
         format!("locking store {}", image.dest.display())
     })?;
+    let keep: Vec<_> = resolved.iter().map(|(_, res)| res.clone()).collect();
     let start = std::time::Instant::now();
     let pulled = pull(
         &registry,
         &store,
-        vec![(reference.clone(), Ok(resolved.clone()))],
+        resolved.into_iter().map(|(r, res)| (r, Ok(res))).collect(),
         &opts,
         start,
     );
-    for (r, result) in pulled {
+    let mut images = Vec::new();
+    for ((r, result), res) in pulled.into_iter().zip(keep) {
         if opts.cancel.is_cancelled() {
             return Err(Error::Interrupted.into());
         }
-        with_context(result, || format!("pulling {r}"))?;
+        images.push((res, with_context(result, || format!("pulling {r}"))?));
     }
-    // After the pull, so that the rows have every diff_id (schema1's are learned by pulling).
-    let plan = crate::pull::plan::Plan::build(Some(&store), &[Some(&resolved)]);
-    let rows = with_context(
-        crate::pull::describe::layer_rows(&registry, Some(&store), &resolved, &plan),
-        || format!("reading the config of {reference}"),
-    )?;
-    Ok(PulledImage {
+    Ok(Pulled {
         settings,
+        registry,
         store,
-        resolved,
-        rows,
+        images,
         cancel: opts.cancel,
         _active: active,
     })
@@ -361,21 +372,22 @@ fn pull_image(
 /// `layers --files`: pull what the store lacks (with progress, as `pull`), then read each layer
 /// once from the store (SPEC: layers --files).
 fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
-    let p = pull_image(
-        &a.reference,
+    let p = pull_images(
+        std::slice::from_ref(&a.reference),
         &a.image,
         false,
         "--platform all is for pull; layers shows one platform",
     )?;
-    let reference = &p.resolved.reference;
+    let rows = p.rows(0)?;
+    let resolved = &p.images[0].0;
     let changes = with_context(
-        crate::pull::files::layer_changes(&p.store, p.resolved.images[0].layers()),
-        || format!("reading the layers of {reference}"),
+        crate::pull::files::layer_changes(&p.store, resolved.images[0].layers()),
+        || format!("reading the layers of {}", resolved.reference),
     )?;
     let text = if p.settings.output == OutputMode::Json {
-        output::json_pretty(&output::files_doc(&p.rows, &changes))
+        output::json_pretty(&output::files_doc(&rows, &changes))
     } else {
-        output::files_table(&p.rows, &changes)
+        output::files_table(&rows, &changes)
     };
     emit(&mut io::stdout().lock(), &text)?;
     Ok(error::SUCCESS)
@@ -393,13 +405,15 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
     if !fresh || (dir.exists() && !dir.is_dir()) {
         return Err(UsageError::UnpackTarget(dir).into());
     }
-    let p = pull_image(
-        &a.reference,
+    let p = pull_images(
+        std::slice::from_ref(&a.reference),
         &a.image,
         a.quiet,
         "--platform all is for pull; unpack takes one platform",
     )?;
-    let reference = p.resolved.reference.clone();
+    let rows = p.rows(0)?;
+    let (resolved, report) = &p.images[0];
+    let reference = resolved.reference.clone();
     std::fs::create_dir_all(&dir).map_err(|source| crate::store::StoreError::Io {
         action: "creating",
         path: dir.clone(),
@@ -407,8 +421,8 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
     })?;
     let result = crate::pull::files::unpack(
         &p.store,
-        p.resolved.images[0].layers(),
-        &p.rows,
+        resolved.images[0].layers(),
+        &rows,
         &dir,
         &p.cancel,
     );
@@ -425,9 +439,9 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
     if p.settings.output == OutputMode::Json {
         let doc = serde_json::json!({
             "reference": reference.to_string(),
-            "digest": p.resolved.top.digest,
+            "digest": report.digest,
             "dir": dir,
-            "layers": p.rows.len(),
+            "layers": rows.len(),
             "entries": applied.entries,
             "bytes": applied.bytes,
             "skipped": applied.skipped,
@@ -446,7 +460,7 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
             io::stderr(),
             "Unpacked {reference} into {} ({}, {} entries, {}{skipped})",
             dir.display(),
-            crate::cli::progress::plural(p.rows.len(), "layer"),
+            crate::cli::progress::plural(rows.len(), "layer"),
             applied.entries,
             crate::cli::progress::human_size(applied.bytes),
         );
@@ -462,74 +476,24 @@ pub(super) fn cmd_save(a: SaveArgs) -> Result<u8, Failure> {
     if to_stdout && io::stdout().is_terminal() {
         return Err(UsageError::ArchiveToTerminal.into());
     }
-    let refs = parse_references(&a.references)?;
-    let registries: Vec<&str> = refs.iter().map(|r| r.registry()).collect();
-    let settings = Settings::from_args(
-        &a.image.registry,
-        &registries,
-        OutputMode::of(a.image.store.json, a.quiet),
+    let p = pull_images(
+        &a.references,
+        &a.image,
+        a.quiet,
+        "--platform all is for pull; a docker archive holds images, so save takes one platform",
     )?;
-    let image = ImageSettings::from_args(&a.image)?;
-    if image.platform == PlatformChoice::All {
-        return Err(Error::Unsupported(
-            "--platform all is for pull; a docker archive holds images, so save takes one platform",
-        )
-        .into());
-    }
-    let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
-    let registry = Registry::new(settings.registry.clone(), reporter)?;
-    let opts = PullOptions {
-        platform: image.platform.clone(),
-        jobs: 4,
-        format: crate::pull::Format::Oci,
-        cancel: crate::cancel::Cancel::new(),
-    };
-    interrupt::install(opts.cancel.clone(), on_interrupt);
-    let existing = with_context(Store::open(&image.dest), || {
-        format!("opening store {}", image.dest.display())
-    })?;
-    let resolved = crate::pull::resolve_all(&registry, existing.as_ref(), &refs, &opts);
-    drop(existing);
-    // An archive holds every image asked for, or is not written.
-    let mut ok = Vec::new();
-    for (r, res) in resolved {
-        match res {
-            Ok(res) => ok.push((r, Ok(res))),
-            Err(e) => {
-                return Err(Failure::Error(
-                    Some(format!("resolving {r}")),
-                    Box::new(e.into()),
-                ))
-            }
-        }
-    }
-    let resolved = ok;
-    let store = with_context(Store::create(&image.dest), || {
-        format!("opening store {}", image.dest.display())
-    })?;
-    let _active = with_context(store.activity_lock(false), || {
-        format!("locking store {}", image.dest.display())
-    })?;
-    let mut images = Vec::new();
-    for (r, result) in pull(
-        &registry,
-        &store,
-        resolved,
-        &opts,
-        std::time::Instant::now(),
-    ) {
-        if opts.cancel.is_cancelled() {
-            return Ok(error::INTERRUPTED);
-        }
-        let report = with_context(result, || format!("pulling {r}"))?;
-        images.push(crate::archive::SavedImage {
-            reference: r,
-            manifest: report.stored_digest,
-        });
-    }
+    let (settings, store) = (&p.settings, &p.store);
+    let images: Vec<crate::archive::SavedImage> = p
+        .images
+        .iter()
+        .map(|(res, report)| crate::archive::SavedImage {
+            reference: res.reference.clone(),
+            manifest: report.stored_digest.clone(),
+        })
+        .collect();
     let written = if to_stdout {
         let mut out = io::stdout().lock();
-        match crate::archive::save(&store, &images, &mut out) {
+        match crate::archive::save(store, &images, &mut out) {
             Err(crate::archive::ArchiveError::Write(e))
                 if e.kind() == io::ErrorKind::BrokenPipe =>
             {
@@ -539,7 +503,7 @@ pub(super) fn cmd_save(a: SaveArgs) -> Result<u8, Failure> {
         }
         None
     } else {
-        Some(save_to_file(&store, &images, &a.output)?)
+        Some(save_to_file(store, &images, &a.output)?)
     };
     if settings.output == OutputMode::Json {
         let doc = serde_json::json!({
