@@ -10,13 +10,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
 /// A directory tree from `(path, contents)` (a path ending in `/` is a directory).
 fn tree(files: &[(&str, &[u8])]) -> std::path::PathBuf {
     let root = world().temp_dir().join("tree");
@@ -48,36 +41,6 @@ fn gnu_tar(dir: &Path) -> Vec<u8> {
         .args(["-cf", "-", "."])
         .output()
         .expect("GNU tar");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// Python's tarfile, for entries GNU tar would take from the disk: a symlink, a regular file.
-fn python_tar(script: &str) -> Vec<u8> {
-    let program = format!(
-        "import io, sys, tarfile\n\
-         buf = io.BytesIO()\n\
-         t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)\n\
-         def add(name, data=None, link=None):\n\
-         \x20   i = tarfile.TarInfo(name)\n\
-         \x20   if link is not None:\n\
-         \x20       i.type = tarfile.SYMTYPE; i.linkname = link\n\
-         \x20       t.addfile(i)\n\
-         \x20   else:\n\
-         \x20       i.size = len(data); t.addfile(i, io.BytesIO(data))\n\
-         {script}\n\
-         t.close()\n\
-         sys.stdout.buffer.write(buf.getvalue())\n"
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(program)
-        .output()
-        .expect("python3");
     assert!(
         out.status.success(),
         "{}",
@@ -121,7 +84,8 @@ fn layers_files_lists_changes_whiteouts_opaque_dirs_and_wasted_bytes() {
         ("opt/app/.wh..wh..opq", b""),
         ("opt/app/new", &[b'n'; 7]),
     ]));
-    let top = python_tar("add('var/cache/big', b'small')\nadd('bin', link='usr/bin')");
+    let top =
+        python_tar("add('var/cache/big', data=b'small')\nadd('bin', 'symlink', link='usr/bin')");
     let img = image(
         Format::Docker,
         "linux",

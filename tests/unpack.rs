@@ -11,45 +11,6 @@ use std::process::Command;
 
 use support::*;
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// A tar made by Python's tarfile from `script`, which calls `add(name, kind, ...)`.
-fn python_tar(script: &str) -> Vec<u8> {
-    let program = format!(
-        "import io, sys, tarfile\n\
-         buf = io.BytesIO()\n\
-         t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)\n\
-         def add(name, kind='file', data=b'', mode=0o644, link='', mtime=1700000000):\n\
-         \x20   i = tarfile.TarInfo(name); i.mode = mode; i.mtime = mtime\n\
-         \x20   i.type = {{'file': tarfile.REGTYPE, 'dir': tarfile.DIRTYPE, 'symlink': tarfile.SYMTYPE,\n\
-         \x20             'hardlink': tarfile.LNKTYPE, 'fifo': tarfile.FIFOTYPE}}[kind]\n\
-         \x20   i.linkname = link\n\
-         \x20   if kind == 'file':\n\
-         \x20       i.size = len(data); t.addfile(i, io.BytesIO(data))\n\
-         \x20   else:\n\
-         \x20       t.addfile(i)\n\
-         {script}\n\
-         t.close()\n\
-         sys.stdout.buffer.write(buf.getvalue())\n"
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(program)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn push_layers(repo: &str, tars: &[Vec<u8>]) -> String {
     let img = image(
         Format::Docker,
@@ -138,6 +99,11 @@ fn unpack_makes_the_root_filesystem_umoci_makes() {
          add('bin/su', data=b'#!/bin/sh\\n', mode=0o4755)\n\
          add('run', 'dir', mode=0o755)\n\
          add('run/fifo', 'fifo', mode=0o640)\n\
+         add('data', 'dir', mode=0o755)\n\
+         add('lib', 'dir', mode=0o755)\n\
+         add('opt', 'dir', mode=0o755)\n\
+         add('opt/app', 'dir', mode=0o755)\n\
+         add('var', 'dir', mode=0o755)\n\
          add('data/a', data=b'shared bytes')\n\
          add('data/a-link', 'hardlink', link='data/a')\n\
          add('lib/keep', data=b'kept')\n\
@@ -176,7 +142,10 @@ fn unpack_makes_the_root_filesystem_umoci_makes() {
     let upper = out.stdout;
     let top = python_tar(
         "add('lib/keep-link', 'hardlink', link='lib/keep')\n\
+         add('usr', 'dir', mode=0o755)\n\
+         add('usr/bin', 'dir', mode=0o755)\n\
          add('usr/bin/sh', 'symlink', link='/bin/su')\n\
+         add('opt/app/deep', 'dir', mode=0o755)\n\
          add('etc/.wh.motd')\n\
          add('opt/app/deep/file', data=b'd')\n\
          add('opt/app/.wh..wh..opq')\n\
@@ -200,6 +169,13 @@ fn unpack_makes_the_root_filesystem_umoci_makes() {
     // opt/app is changed by the top layer (its opaque marker) without being listed there:
     // umoci leaves the time of its own unpack on it, imagec the time the image gives it (a
     // deliberate difference: the same image unpacks to the same tree, whenever).
+    // Every time in the tree comes from the image (a directory only implied would get the
+    // time of the unpack, and two unpacks a second apart would differ).
+    for (path, what) in &ours.0 {
+        if let Some(t) = what.split(" mtime ").nth(1) {
+            assert!(t.parse::<i64>().unwrap() <= 1_700_000_000, "{path}: {what}");
+        }
+    }
     let ours_app = ours.0["opt/app"].clone();
     theirs.0.insert("opt/app".into(), ours_app.clone());
     assert!(ours_app.ends_with("mtime 1650000000"), "{ours_app}");
@@ -374,9 +350,13 @@ fn hostile_layers_never_touch_anything_outside_the_directory() {
 /// through the decompressor its media type names, each checked against its diff_id.
 #[test]
 fn zstd_and_uncompressed_layers_unpack_and_are_verified() {
-    let base = python_tar("add('etc/os-release', data=b'ID=test\\n')\nadd('z/keep', data=b'k')");
+    // Every directory listed: one a layer only implies gets the time of the unpack, which
+    // differs between two unpacks a second apart.
+    let base = python_tar(
+        "add('etc', 'dir')\nadd('etc/os-release', data=b'ID=test\\n')\nadd('z', 'dir')\nadd('z/keep', data=b'k')",
+    );
     let mid = python_tar("add('z/from-zstd', data=b'zstd bytes' * 1000)");
-    let top = python_tar("add('plain/file', data=b'not compressed')");
+    let top = python_tar("add('plain', 'dir')\nadd('plain/file', data=b'not compressed')");
     let zstd = {
         let mut child = Command::new("zstd")
             .args(["-q", "-c", "-"])

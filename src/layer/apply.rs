@@ -210,16 +210,7 @@ impl Unpacker {
                 remove_entry(&dir, name).map_err(io_at(&path))?;
                 rfs::symlinkat(h.link.as_slice(), &dir, name)
                     .map_err(|e| io_at(&path)(e.into()))?;
-                if self.as_root {
-                    let _ = rfs::chownat(
-                        &dir,
-                        name,
-                        Some(uid(h.uid)),
-                        Some(gid(h.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    );
-                }
-                let _ = rfs::utimensat(&dir, name, &times(h.mtime), AtFlags::SYMLINK_NOFOLLOW);
+                self.owner_and_time_at(&dir, name, h);
             }
             Kind::Hardlink => {
                 // The target is a path in the image, resolved inside the root; its last
@@ -270,19 +261,25 @@ impl Unpacker {
                 let dev = rustix::fs::makedev(h.dev_major, h.dev_minor);
                 rfs::mknodat(&dir, name, ft, Mode::from_raw_mode(h.mode & 0o777), dev)
                     .map_err(|e| io_at(&path)(e.into()))?;
-                if self.as_root {
-                    let _ = rfs::chownat(
-                        &dir,
-                        name,
-                        Some(uid(h.uid)),
-                        Some(gid(h.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    );
-                }
-                let _ = rfs::utimensat(&dir, name, &times(h.mtime), AtFlags::SYMLINK_NOFOLLOW);
+                self.owner_and_time_at(&dir, name, h);
             }
         }
         Ok(())
+    }
+
+    /// Owner (as root) and time of `name` in `dir`, not following it (symlinks, device nodes,
+    /// FIFOs: nothing is opened for them). Best effort, as tar's: the entry exists either way.
+    fn owner_and_time_at(&self, dir: &std::os::fd::OwnedFd, name: &str, h: &Header) {
+        if self.as_root {
+            let _ = rfs::chownat(
+                dir,
+                name,
+                Some(uid(h.uid)),
+                Some(gid(h.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
+        }
+        let _ = rfs::utimensat(dir, name, &times(h.mtime), AtFlags::SYMLINK_NOFOLLOW);
     }
 
     /// Owner (as root), then the mode: chown clears setuid/setgid, so the mode comes last.

@@ -24,6 +24,7 @@ pub mod push;
 pub mod registry;
 pub mod run;
 pub mod schema1;
+pub mod tarballs;
 pub mod token;
 
 use std::io::Write as _;
@@ -41,6 +42,7 @@ pub use run::{
     blob_path, blobs, entry, index, oracle, read_blob_json, run, run_with_stdin, skopeo_inspect,
     umoci_unpack, Run,
 };
+pub use tarballs::{gzip, python_tar};
 pub use token::TokenServer;
 
 /// The one user the Basic-auth registry and the token server accept.
