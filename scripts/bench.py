@@ -734,6 +734,34 @@ def fault_summary(path):
     return out
 
 
+def use_table(rows):
+    """unpack, layers --files and save of the largest image, each beside its peer (umoci, the
+    tar floor, cat of the blobs) measured in the same run: the issue 10 targets."""
+    med = statistics.median
+    use = [r for r in rows if r["kind"] in ("unpack", "files", "save") and r["exit"] == "0"]
+    if not use:
+        return []
+    out = ["\n## Using a pulled image: imagec beside its peers, same run\n",
+           "| scenario | tool | image | runs | median wall s | median CPU s | max peak RSS MB | "
+           "imagec/this |",
+           "|---|---|---|---|---|---|---|---|"]
+    seen = []
+    for r in use:
+        k = (r["kind"], r["tool"], r["image"])
+        if k not in seen:
+            seen.append(k)
+    for kind, tool, image in seen:
+        rs = [r for r in use if (r["kind"], r["tool"], r["image"]) == (kind, tool, image)]
+        mine = [r for r in use if (r["kind"], r["image"]) == (kind, image) and r["tool"] == "imagec"]
+        wall = med([r["wall"] for r in rs])
+        ratio = ""
+        if tool != "imagec" and mine and wall > 0:
+            ratio = f"{med([r['wall'] for r in mine]) / wall:.2f}"
+        out.append(f"| {kind} | {tool} | {image} | {len(rs)} | {wall:.2f} | "
+                   f"{med([r['cpu'] for r in rs]):.2f} | {max(r['rss'] for r in rs):.1f} | {ratio} |")
+    return out
+
+
 def local_work_tables(rows):
     """Warm schema1 re-pulls and `layers` (work that needs no network), and, with a baseline
     build in the same run, this build against it for every imagec scenario."""
@@ -853,6 +881,7 @@ def summary(results, machine):
             out.append(f"Store entries added/changed/replaced by the warm re-pulls ({k[1]}, all runs, "
                        f"path size mtime inode): {n // 2 if n else 0} (raw diff lines: {n}).")
     out.extend(local_work_tables(rows))
+    out.extend(use_table(rows))
     jrows = [r for r in rows if r["kind"] == "jobs"]
     if jrows:
         image = jrows[0]["image"]
