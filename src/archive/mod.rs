@@ -51,8 +51,7 @@ pub fn repo_tag(r: &Reference) -> Option<(String, String)> {
 
 /// Write the archive of `images` to `out`.
 pub fn save(store: &Store, images: &[SavedImage], out: impl Write) -> Result<(), ArchiveError> {
-    let mut tar = tar::Builder::new(out);
-    tar.mode(tar::HeaderMode::Deterministic);
+    let mut tar = Archive { out };
     let w = ArchiveError::Write;
     let mut written: HashSet<Digest> = HashSet::new();
     let mut index_entries = Vec::new();
@@ -117,54 +116,78 @@ pub fn save(store: &Store, images: &[SavedImage], out: impl Write) -> Result<(),
     add_json(&mut tar, "index.json", &index).map_err(w)?;
     add_json(&mut tar, "manifest.json", &Value::Array(docker_manifest)).map_err(w)?;
     add_json(&mut tar, "repositories", &json!(repositories)).map_err(w)?;
-    tar.into_inner()
-        .and_then(|mut o| o.flush())
-        .map_err(ArchiveError::Write)
+    tar.finish().map(|_| ()).map_err(ArchiveError::Write)
 }
 
 fn blob_name(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
 }
 
-fn add_blob<W: Write>(
-    tar: &mut tar::Builder<W>,
-    store: &Store,
-    d: &Digest,
-) -> Result<(), ArchiveError> {
+/// The archive's writer: ustar headers from the `tar` crate, bodies copied with `io::copy`
+/// straight from the blob's file (std turns File-to-File into copy_file_range and
+/// File-to-pipe into splice, so layer bytes need not pass through user space; the crate's
+/// Builder copies through its own buffer), then the padding, and two zero blocks at the end.
+struct Archive<W: Write> {
+    out: W,
+}
+
+impl<W: Write> Archive<W> {
+    fn entry<R: io::Read>(
+        &mut self,
+        kind: tar::EntryType,
+        name: &str,
+        size: u64,
+        body: R,
+    ) -> io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_path(name)?;
+        h.set_cksum();
+        self.out.write_all(h.as_bytes())?;
+        let copied = io::copy(&mut body.take(size), &mut self.out)?;
+        if copied != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name} ended early"),
+            ));
+        }
+        let pad = (512 - size % 512) % 512;
+        self.out.write_all(&[0u8; 512][..pad as usize])
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&[0u8; 1024])?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn add_blob<W: Write>(tar: &mut Archive<W>, store: &Store, d: &Digest) -> Result<(), ArchiveError> {
     let path = store.blob_path(d);
     let mut f = File::open(&path).map_err(|_| ArchiveError::Missing(d.clone()))?;
     let size = f.metadata().map_err(ArchiveError::Write)?.len();
-    let mut h = header(tar::EntryType::Regular, size);
-    tar.append_data(&mut h, blob_name(d), &mut f)
+    tar.entry(tar::EntryType::Regular, &blob_name(d), size, &mut f)
         .map_err(ArchiveError::Write)
 }
 
-fn header(kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
+fn add_dir<W: Write>(tar: &mut Archive<W>, name: &str) -> io::Result<()> {
+    tar.entry(tar::EntryType::Directory, name, 0, io::empty())
 }
 
-fn add_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> io::Result<()> {
-    let mut h = header(tar::EntryType::Directory, 0);
-    tar.append_data(&mut h, name, io::empty())
+fn add_bytes<W: Write>(tar: &mut Archive<W>, name: &str, bytes: &[u8]) -> io::Result<()> {
+    tar.entry(tar::EntryType::Regular, name, bytes.len() as u64, bytes)
 }
 
-fn add_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut h = header(tar::EntryType::Regular, bytes.len() as u64);
-    tar.append_data(&mut h, name, bytes)
-}
-
-fn add_json<W: Write>(tar: &mut tar::Builder<W>, name: &str, v: &Value) -> io::Result<()> {
+fn add_json<W: Write>(tar: &mut Archive<W>, name: &str, v: &Value) -> io::Result<()> {
     add_bytes(tar, name, &serde_json::to_vec(v).unwrap_or_default())
 }
 
