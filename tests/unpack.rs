@@ -498,3 +498,46 @@ fn unpack_as_another_user_skips_device_nodes() {
         out.stderr
     );
 }
+
+/// The bounds of the tar reader hold for unpack too (the shape of TARmageddon: a PAX size that
+/// disagrees with the header's), and nothing of the refused entry is written.
+#[test]
+fn a_pax_size_mismatch_is_refused_by_unpack_too() {
+    let records: Vec<u8> = {
+        let rec = |k: &str, v: &str| {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            format!("{len}{body}").into_bytes()
+        };
+        [rec("path", "smuggled"), rec("size", "0")].concat()
+    };
+    let layer = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(records.len() as u64);
+        b.append_data(&mut x, "PaxHeader", &records[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        b.append_data(&mut h, "visible", &b"12345"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let name = push_layers("unpack/pax-smuggler", &[layer]);
+    let dir = world().temp_dir().join("rootfs");
+    let out = run(imagec()
+        .args(["unpack", "--dest"])
+        .arg(world().temp_dir().join("store"))
+        .arg(&name)
+        .arg(&dir))
+    .expect(1);
+    assert!(
+        out.stderr
+            .contains("its PAX size (0) disagrees with its header's (5)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.join("smuggled").exists() && !dir.join("visible").exists());
+}
