@@ -185,33 +185,12 @@ fn layers_files_lists_changes_whiteouts_opaque_dirs_and_wasted_bytes() {
     );
 }
 
-/// One PAX record, its length counting itself.
-fn pax_record(key: &str, value: &str) -> Vec<u8> {
-    let body = format!(" {key}={value}\n");
-    let mut len = body.len() + 1;
-    while format!("{len}{body}").len() != len {
-        len += 1;
-    }
-    format!("{len}{body}").into_bytes()
-}
-
 /// TARmageddon's shape (CVE-2025-62518): a PAX `size` that disagrees with the header's makes
 /// two readers see two different archives. And a PAX header of 2 MiB: bounded, refused.
 #[test]
 fn hostile_tar_headers_are_refused_naming_the_layer() {
     let reg = world().plain().host();
-    let smuggler = {
-        let mut b = tar::Builder::new(Vec::new());
-        let records = [pax_record("path", "smuggled"), pax_record("size", "0")].concat();
-        let mut x = tar::Header::new_ustar();
-        x.set_entry_type(tar::EntryType::XHeader);
-        x.set_size(records.len() as u64);
-        b.append_data(&mut x, "PaxHeader", &records[..]).unwrap();
-        let mut h = tar::Header::new_ustar();
-        h.set_size(5);
-        b.append_data(&mut h, "visible", &b"12345"[..]).unwrap();
-        b.into_inner().unwrap()
-    };
+    let smuggler = pax_size_smuggler();
     let huge = {
         let mut b = tar::Builder::new(Vec::new());
         let records = pax_record("path", &"a".repeat(2 << 20));

@@ -10,14 +10,6 @@ use std::process::Command;
 
 use support::*;
 
-const NOBODY: [&str; 5] = [
-    "setpriv",
-    "--reuid=65534",
-    "--regid=65534",
-    "--clear-groups",
-    "--",
-];
-
 fn under_umask(mask: &'static str) -> [&'static str; 4] {
     let script: &'static str = match mask {
         "022" => r#"umask 022 && exec "$@""#,
@@ -88,7 +80,7 @@ fn store_pulled_by_root_is_readable_by_another_user() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    let out = run(imagec_via(&NOBODY)
+    let out = run(imagec_via(&AS_NOBODY)
         .args(["images", "--json", "--dest"])
         .arg(&dest))
     .expect(0);
@@ -98,7 +90,7 @@ fn store_pulled_by_root_is_readable_by_another_user() {
 
     let mut skopeo = Command::new("setpriv");
     skopeo
-        .args(&NOBODY[1..])
+        .args(&AS_NOBODY[1..])
         .args(["skopeo", "inspect"])
         .arg(format!("oci:{}:{name}", dest.display()))
         .env("HOME", "/tmp");

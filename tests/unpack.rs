@@ -448,17 +448,11 @@ fn unpack_as_another_user_skips_device_nodes() {
         std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
     std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
-    let out = run(imagec_via(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--",
-    ])
-    .args(["unpack", "--json", "--dest"])
-    .arg(home.join("store"))
-    .arg(&name)
-    .arg(home.join("rootfs")))
+    let out = run(imagec_via(&AS_NOBODY)
+        .args(["unpack", "--json", "--dest"])
+        .arg(home.join("store"))
+        .arg(&name)
+        .arg(home.join("rootfs")))
     .expect(0);
     let doc = out.json();
     assert_eq!(
@@ -480,17 +474,11 @@ fn unpack_as_another_user_skips_device_nodes() {
         .file_type()
         .is_fifo());
     // Human output says it too.
-    let out = run(imagec_via(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--",
-    ])
-    .args(["unpack", "--dest"])
-    .arg(home.join("store"))
-    .arg(&name)
-    .arg(home.join("rootfs2")))
+    let out = run(imagec_via(&AS_NOBODY)
+        .args(["unpack", "--dest"])
+        .arg(home.join("store"))
+        .arg(&name)
+        .arg(home.join("rootfs2")))
     .expect(0);
     assert!(
         out.stderr.contains("1 skipped (device nodes need root)"),
@@ -503,28 +491,7 @@ fn unpack_as_another_user_skips_device_nodes() {
 /// disagrees with the header's), and nothing of the refused entry is written.
 #[test]
 fn a_pax_size_mismatch_is_refused_by_unpack_too() {
-    let records: Vec<u8> = {
-        let rec = |k: &str, v: &str| {
-            let body = format!(" {k}={v}\n");
-            let mut len = body.len() + 1;
-            while format!("{len}{body}").len() != len {
-                len += 1;
-            }
-            format!("{len}{body}").into_bytes()
-        };
-        [rec("path", "smuggled"), rec("size", "0")].concat()
-    };
-    let layer = {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut x = tar::Header::new_ustar();
-        x.set_entry_type(tar::EntryType::XHeader);
-        x.set_size(records.len() as u64);
-        b.append_data(&mut x, "PaxHeader", &records[..]).unwrap();
-        let mut h = tar::Header::new_ustar();
-        h.set_size(5);
-        b.append_data(&mut h, "visible", &b"12345"[..]).unwrap();
-        b.into_inner().unwrap()
-    };
+    let layer = pax_size_smuggler();
     let name = push_layers("unpack/pax-smuggler", &[layer]);
     let dir = world().temp_dir().join("rootfs");
     let out = run(imagec()

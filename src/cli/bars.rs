@@ -80,6 +80,19 @@ impl BarReporter {
         if self.frozen.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.abandon_blob_bars();
+        if let Some(total) = self
+            .total
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            total.abandon();
+        }
+    }
+
+    /// Stop every blob bar where it is, running or done (the total is the caller's).
+    fn abandon_blob_bars(&self) {
         for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
             bar.abandon();
         }
@@ -90,14 +103,6 @@ impl BarReporter {
             .drain(..)
         {
             bar.abandon();
-        }
-        if let Some(total) = self
-            .total
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            total.abandon();
         }
     }
 
@@ -352,17 +357,7 @@ impl Reporter for BarReporter {
                 total.abandon();
             }
         }
-        for (_, bar) in self.bars.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-            bar.abandon();
-        }
-        for bar in self
-            .done
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            bar.abandon();
-        }
+        self.abandon_blob_bars();
     }
     fn resolved(&self, reference: &str, digest: &Digest) {
         if !self.is_frozen() {

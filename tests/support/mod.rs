@@ -42,10 +42,19 @@ pub use run::{
     blob_path, blobs, entry, index, oracle, read_blob_json, run, run_with_stdin, skopeo_inspect,
     umoci_unpack, Run,
 };
-pub use tarballs::{gzip, python_tar};
+pub use tarballs::{gzip, pax_record, pax_size_smuggler, python_tar};
 pub use token::TokenServer;
 
 /// The one user the Basic-auth registry and the token server accept.
+/// A wrapper for [`imagec_via`] that runs imagec as the user nobody (needs root).
+pub const AS_NOBODY: [&str; 5] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--",
+];
+
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "wonderland-42";
 

@@ -42,3 +42,28 @@ pub fn python_tar(script: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// One PAX record, `LEN KEY=VALUE\n`, its length counting itself.
+pub fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// A tar whose PAX header says `path=smuggled` and `size=0` before a 5-byte file named
+/// `visible`: TARmageddon's shape (CVE-2025-62518), where two readers disagree on the entries.
+pub fn pax_size_smuggler() -> Vec<u8> {
+    let records = [pax_record("path", "smuggled"), pax_record("size", "0")].concat();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut x = tar::Header::new_ustar();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(records.len() as u64);
+    b.append_data(&mut x, "PaxHeader", &records[..]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(5);
+    b.append_data(&mut h, "visible", &b"12345"[..]).unwrap();
+    b.into_inner().unwrap()
+}
