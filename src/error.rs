@@ -56,7 +56,9 @@ impl Error {
         match self {
             // A --ca-cert file that cannot be read or holds no certificate is the user's input,
             // like a missing one.
-            Error::Usage(UsageError::Interrupted) => INTERRUPTED,
+            Error::Usage(UsageError::Interrupted)
+            | Error::Files(crate::pull::files::FilesError::Interrupted)
+            | Error::Archive(crate::archive::ArchiveError::Interrupted) => INTERRUPTED,
             Error::Usage(_) | Error::Unsupported(_) | Error::Tls(_) => USAGE,
             Error::Store(_) | Error::Gc(_) | Error::Files(_) | Error::Archive(_) => FAILURE,
             Error::NotInStore(_) | Error::NoStore(_) => NOT_FOUND,

@@ -6,15 +6,52 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 
+/// What a run of blob events is for: a pull downloads blobs; `unpack` applies layer blobs,
+/// `layers --files` reads them, `save` writes blobs into an archive, all from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Download,
+    Unpack,
+    Read,
+    Save,
+}
+
+impl Stage {
+    /// `downloading`, `unpacking`, `reading`, `saving`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Stage::Download => "downloading",
+            Stage::Unpack => "unpacking",
+            Stage::Read => "reading",
+            Stage::Save => "saving",
+        }
+    }
+
+    /// What its items are called: layers for unpack and read, blobs otherwise.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Stage::Unpack | Stage::Read => "layer",
+            Stage::Download | Stage::Save => "blob",
+        }
+    }
+
+    /// Whether a blob's last byte leaves work before it is done: a download's digest check
+    /// and sync, an unpack's diff_id check.
+    pub fn verifies(self) -> bool {
+        matches!(self, Stage::Download | Stage::Unpack)
+    }
+}
+
 /// Receives progress events from any worker thread.
 pub trait Reporter: Send + Sync {
     /// A reference resolved to a manifest digest at the registry.
     fn resolved(&self, _reference: &str, _digest: &Digest) {}
-    /// The transfer is about to start: `blobs` blobs totalling `bytes` are missing from the store.
-    fn transfer_planned(&self, _blobs: usize, _bytes: u64) {}
-    /// Every blob of the plan is done, skipped or failed.
+    /// A stage is about to start over `blobs` blobs totalling `bytes`: for a download, those
+    /// missing from the store. The blob events that follow belong to it.
+    fn transfer_planned(&self, _stage: Stage, _blobs: usize, _bytes: u64) {}
+    /// Every blob of the stage is done, skipped or failed.
     fn transfer_finished(&self) {}
-    /// A blob download is starting (`offset` > 0 when resuming).
+    /// A blob is starting (`offset` > 0 when a download resumes).
     fn blob_started(&self, _digest: &Digest, _size: u64, _offset: u64) {}
     /// `bytes` more bytes of this blob arrived.
     fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}

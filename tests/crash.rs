@@ -41,26 +41,6 @@ fn wait_for_partial(child: &mut Child, dest: &Path, layer: &Blob) {
     }
 }
 
-/// What a reader sees: index.json is valid and names only references whose blobs are all there.
-fn assert_store_consistent(dest: &Path) {
-    for e in index(dest)["manifests"].as_array().unwrap() {
-        let m = read_blob_json(dest, e["digest"].as_str().unwrap());
-        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
-            assert!(
-                blob_path(dest, d["digest"].as_str().unwrap()).exists(),
-                "{e} lacks {d}"
-            );
-        }
-    }
-    for d in blobs(dest) {
-        assert_eq!(
-            sha256(&std::fs::read(blob_path(dest, &d)).unwrap()),
-            d,
-            "unverified blob"
-        );
-    }
-}
-
 #[test]
 fn killed_mid_blob_then_rerun_resumes_and_moves_the_image_about_once() {
     let reg = world().plain().host();

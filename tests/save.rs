@@ -61,6 +61,22 @@ fn save_writes_one_archive_that_skopeo_and_podman_load() {
     for n in ["oci-layout", "index.json", "manifest.json", "repositories"] {
         assert!(names.iter().any(|x| x == n), "{n} missing: {names:?}");
     }
+    // The log says so too: one stage line over every blob, one line per blob as it starts.
+    let blobs = names
+        .iter()
+        .filter(|n| n.starts_with("blobs/sha256/") && n.len() > "blobs/sha256/".len())
+        .count();
+    assert!(
+        out.stderr.contains(&format!("\nsaving {blobs} blobs (")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches(": saving ").count(),
+        blobs,
+        "{}",
+        out.stderr
+    );
 
     // skopeo reads it as a docker archive (by name) and as an OCI archive (by reference).
     let archive = file.display().to_string();

@@ -101,12 +101,15 @@ fn segments(bytes: &[u8]) -> Vec<String> {
     out
 }
 
-/// Every terminal row that starts a bar (`total` or a blob's 12 hex digits and a space), as
+/// Every terminal row that starts a bar (`total`, a stage's total, or a blob's 12 hex digits
+/// and a space), as
 /// the terminal lays text out: indicatif pads each line with spaces to the width and lets the
 /// terminal wrap, so a row is `cols` characters of a segment.
 fn bar_rows(bytes: &[u8], cols: usize) -> Vec<String> {
     let is_bar = |row: &str| {
-        row.starts_with("total ")
+        ["total ", "unpacking ", "reading ", "saving "]
+            .iter()
+            .any(|p| row.starts_with(p))
             || (row.len() > 13
                 && row.as_bytes()[..12].iter().all(u8::is_ascii_hexdigit)
                 && row.as_bytes()[12] == b' ')
@@ -387,4 +390,75 @@ fn save_to_a_terminal_is_refused() {
     assert_eq!(status.code(), Some(2));
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("standard output is a terminal"), "{text}");
+}
+
+/// `unpack`, `layers --files` and `save` draw a second set of bars after the pull's, one per
+/// blob they read and a total named for the stage, each within the width (SPEC: Output).
+#[test]
+fn commands_over_stored_blobs_draw_their_own_bars_after_the_pull() {
+    let cols = 60u16;
+    let (_proxy, name, img) = slow_image("term/stages", 7300, Duration::from_millis(600));
+    let dest = world().temp_dir().join("store");
+    let out = world().temp_dir().join("image.tar");
+    let runs: [(&str, Vec<std::ffi::OsString>); 3] = [
+        (
+            "unpacking",
+            vec![
+                "unpack".into(),
+                name.clone().into(),
+                world().temp_dir().join("rootfs").into(),
+            ],
+        ),
+        (
+            "reading",
+            vec!["layers".into(), "--files".into(), name.clone().into()],
+        ),
+        (
+            "saving",
+            vec!["save".into(), "-o".into(), out.into(), name.clone().into()],
+        ),
+    ];
+    for (i, (stage, args)) in runs.iter().enumerate() {
+        let mut cmd = imagec();
+        on_terminal(&mut cmd)
+            .arg(&args[0])
+            .arg("--dest")
+            .arg(&dest)
+            .args(&args[1..]);
+        let (status, bytes) =
+            spawn(&mut cmd, cols, 30, STDERR_ONLY).finish(Duration::from_secs(60));
+        assert!(status.success(), "{}", String::from_utf8_lossy(&bytes));
+        for row in bar_rows(&bytes, cols as usize) {
+            assert!(
+                row.trim_end().chars().count() < cols as usize,
+                "{stage}: a bar as wide as the terminal wraps: {row:?}"
+            );
+        }
+        let shown = screen(&bytes, cols as usize);
+        let text = shown.join("\n");
+        let total = shown
+            .iter()
+            .position(|l| l.starts_with(&format!("{stage:<12} done (")))
+            .unwrap_or_else(|| panic!("{stage}:\n{text}"));
+        // The first run downloads (the pull's bars come first), later ones find every blob.
+        let pulled = shown.iter().position(|l| {
+            l.starts_with("total ") && l.contains("done (") || l.ends_with("already exists")
+        });
+        assert!(pulled.is_some_and(|p| p < total), "{stage}:\n{text}");
+        if i == 0 {
+            assert!(shown.iter().any(|l| l.starts_with("total ")), "{text}");
+        }
+        for l in &img.layers {
+            let short = &l.digest["sha256:".len()..][..12];
+            let after: Vec<&String> = shown[pulled.unwrap()..total]
+                .iter()
+                .filter(|line| line.starts_with(&format!("{short} done (")))
+                .collect();
+            assert_eq!(
+                after.len(),
+                1,
+                "{stage}: one done line for {short}:\n{text}"
+            );
+        }
+    }
 }

@@ -508,3 +508,180 @@ fn a_pax_size_mismatch_is_refused_by_unpack_too() {
     );
     assert!(!dir.join("smuggled").exists() && !dir.join("visible").exists());
 }
+
+/// Progress like `pull`'s (SPEC: Output): in a log, one line for the stage and one when each
+/// layer starts and is done, after the pull's lines; with `-q` or `--json`, none.
+#[test]
+fn unpack_reports_each_layer_in_a_log_and_nothing_with_q() {
+    let name = push_layers(
+        "unpack/progress",
+        &[
+            python_tar("add('a', data=b'a' * 5000)"),
+            python_tar("add('b', data=b'b' * 7000)"),
+        ],
+    );
+    let digests: Vec<String> = {
+        let dest = world().temp_dir().join("store");
+        let out = run(imagec()
+            .args(["layers", "--json", "--dest"])
+            .arg(&dest)
+            .arg(&name))
+        .expect(0);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        doc.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap()[7..19].to_string())
+            .collect()
+    };
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args(["unpack", "--dest"])
+        .arg(&dest)
+        .arg(&name)
+        .arg(world().temp_dir().join("rootfs")))
+    .expect(0);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let stage = lines
+        .iter()
+        .position(|l| l.starts_with("unpacking 2 layers ("))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    // The pull's lines come first: each layer downloaded before anything is unpacked.
+    for d in &digests {
+        let downloaded = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{d}: done")))
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        assert!(downloaded < stage, "{}", out.stderr);
+    }
+    let after: Vec<&str> = lines[stage + 1..].to_vec();
+    let mut want = Vec::new();
+    for d in &digests {
+        want.push(format!("{d}: unpacking "));
+        want.push(format!("{d}: done ("));
+    }
+    want.push("Unpacked ".to_string());
+    assert_eq!(after.len(), want.len(), "{}", out.stderr);
+    for (line, prefix) in after.iter().zip(&want) {
+        assert!(line.starts_with(prefix.as_str()), "{}", out.stderr);
+    }
+
+    for flag in ["-q", "--json"] {
+        let out = run(imagec()
+            .args(["unpack", flag, "--dest"])
+            .arg(&dest)
+            .arg(&name)
+            .arg(world().temp_dir().join("rootfs")))
+        .expect(0);
+        assert_eq!(out.stderr, "", "{flag}");
+    }
+}
+
+/// Ctrl-C while a large file is written: exit 130 at the next chunk, well before the grace
+/// period's forced exit, DIR partial, the store untouched, and the next unpack starts over.
+#[test]
+fn ctrl_c_stops_an_unpack_in_the_middle_of_a_layer() {
+    // One 1 GiB file of zeros, through GNU tar and zstd: a small blob that takes seconds to
+    // write out.
+    let src = world().temp_dir();
+    std::fs::File::create(src.join("big"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let zstd = sh("tar -C \"$1\" --mtime=@1700000000 -cf - big | zstd -q -1 -c");
+    let sum = sh("tar -C \"$1\" --mtime=@1700000000 -cf - big | sha256sum");
+    let diff_id = format!("sha256:{}", &String::from_utf8_lossy(&sum)[..64]);
+    let img = image(
+        Format::Oci,
+        "linux",
+        "amd64",
+        vec![Blob::new("", gzip(b""))],
+    );
+    let mut config: serde_json::Value = serde_json::from_slice(&img.config.data).unwrap();
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(diff_id);
+    let img = image_with_config(img, config);
+    let img = image_with_layers(
+        img,
+        vec![("application/vnd.oci.image.layer.v1.tar+zstd", zstd)],
+    );
+    let reg = world().plain().host();
+    push_image(&reg, "unpack/interrupted", "1", &img);
+    let name = format!("{reg}/unpack/interrupted:1");
+    let dest = world().temp_dir().join("store");
+    let dir = world().temp_dir().join("rootfs");
+
+    let mut child = imagec()
+        .args(["unpack", "--dest"])
+        .arg(&dest)
+        .arg(&name)
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the layer has started, and some of the file is on disk.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        use std::io::BufRead;
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+        if line.contains(": unpacking ") {
+            break;
+        }
+    }
+    let begun = std::time::Instant::now();
+    while std::fs::metadata(dir.join("big")).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            begun.elapsed() < std::time::Duration::from_secs(20),
+            "{seen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let start = std::time::Instant::now();
+    let kill = Command::new("sh")
+        .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    use std::io::Read;
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    // Stopped by the unpack itself, not by the forced exit two seconds later.
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        rest.contains("interrupted; the directory holds part of the image"),
+        "{seen}"
+    );
+    let written = std::fs::metadata(dir.join("big")).unwrap().len();
+    assert!(written < 1 << 30, "{written}");
+    assert_store_consistent(&dest);
+    // The store still has the image: the next unpack needs no registry.
+    let out = run(imagec()
+        .args(["layers", "--files", "--json", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    assert!(out.stdout.contains("\"big\""), "{}", out.stdout);
+}

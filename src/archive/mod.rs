@@ -7,14 +7,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use serde_json::{json, Value};
 
+use crate::cancel::Cancel;
 use crate::digest::Digest;
 use crate::manifest::{media, ImageManifest};
 use crate::reference::Reference;
+use crate::report::{Reporter, Stage};
 use crate::store::{Store, StoreError};
+
+/// Blob bytes copied between two progress reports (and cancel checks).
+const CHUNK: u64 = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -26,6 +31,8 @@ pub enum ArchiveError {
     Missing(Digest),
     #[error("writing the archive: {0}")]
     Write(#[source] io::Error),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// One image to save: the name it goes under and its manifest in the store.
@@ -49,17 +56,19 @@ pub fn repo_tag(r: &Reference) -> Option<(String, String)> {
     Some((repo, tag))
 }
 
-/// Write the archive of `images` to `out`.
-pub fn save(store: &Store, images: &[SavedImage], out: impl Write) -> Result<(), ArchiveError> {
-    let mut tar = Archive { out };
-    let w = ArchiveError::Write;
-    let mut written: HashSet<Digest> = HashSet::new();
-    let mut index_entries = Vec::new();
-    let mut docker_manifest = Vec::new();
-    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(w)?;
-    add_dir(&mut tar, "blobs/").map_err(w)?;
-    add_dir(&mut tar, "blobs/sha256/").map_err(w)?;
+/// Write the archive of `images` to `out`, reporting each blob as a stage of `reporter`;
+/// `cancel` stops it at the next chunk.
+pub fn save(
+    store: &Store,
+    images: &[SavedImage],
+    out: impl Write,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<(), ArchiveError> {
+    // Every manifest first: the blobs, each once, are known (and open) before a byte is written.
+    let mut parsed = Vec::new();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut blobs: Vec<(Digest, File, u64)> = Vec::new();
     for img in images {
         let bytes = store
             .read_blob(&img.manifest, crate::manifest::MAX_MANIFEST)?
@@ -69,23 +78,63 @@ pub fn save(store: &Store, images: &[SavedImage], out: impl Write) -> Result<(),
                 digest: img.manifest.clone(),
                 reason: e.to_string(),
             })?;
-        let media_type = manifest
-            .media_type
-            .clone()
-            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
         for d in std::iter::once(&img.manifest)
             .chain(std::iter::once(&manifest.config.digest))
             .chain(manifest.layers.iter().map(|l| &l.digest))
         {
-            if written.insert(d.clone()) {
-                add_blob(&mut tar, store, d)?;
+            if seen.insert(d.clone()) {
+                let f =
+                    File::open(store.blob_path(d)).map_err(|_| ArchiveError::Missing(d.clone()))?;
+                let size = f.metadata().map_err(ArchiveError::Write)?.len();
+                blobs.push((d.clone(), f, size));
             }
         }
+        parsed.push((img, bytes.len(), manifest));
+    }
+
+    let mut tar = Archive { out };
+    let w = ArchiveError::Write;
+    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(w)?;
+    add_dir(&mut tar, "blobs/").map_err(w)?;
+    add_dir(&mut tar, "blobs/sha256/").map_err(w)?;
+    reporter.transfer_planned(
+        Stage::Save,
+        blobs.len(),
+        blobs.iter().map(|(_, _, size)| size).sum(),
+    );
+    let result = (|| {
+        for (d, f, size) in blobs {
+            reporter.blob_started(&d, size, 0);
+            tar.blob(&blob_name(&d), size, f, &|n| {
+                reporter.blob_progress(&d, n);
+                !cancel.is_cancelled()
+            })?;
+            reporter.blob_done(&d, size);
+        }
+        Ok(())
+    })();
+    reporter.transfer_finished();
+    result.map_err(|e: io::Error| {
+        if cancel.is_cancelled() {
+            ArchiveError::Interrupted
+        } else {
+            ArchiveError::Write(e)
+        }
+    })?;
+
+    let mut index_entries = Vec::new();
+    let mut docker_manifest = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (img, manifest_size, manifest) in parsed {
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
         let name = img.reference.to_string();
         index_entries.push(json!({
             "mediaType": media_type,
             "digest": img.manifest,
-            "size": bytes.len(),
+            "size": manifest_size,
             "annotations": {
                 crate::store::REF_NAME: name,
                 "io.containerd.image.name": name,
@@ -132,6 +181,33 @@ struct Archive<W: Write> {
 }
 
 impl<W: Write> Archive<W> {
+    /// A blob's entry, its body copied [`CHUNK`] bytes at a time, `progress` told after each
+    /// (it answers false to stop).
+    fn blob(
+        &mut self,
+        name: &str,
+        size: u64,
+        mut body: File,
+        progress: &dyn Fn(u64) -> bool,
+    ) -> io::Result<()> {
+        self.header(tar::EntryType::Regular, name, size)?;
+        let mut left = size;
+        while left > 0 {
+            let copied = io::copy(&mut (&mut body).take(left.min(CHUNK)), &mut self.out)?;
+            if copied == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{name} ended early"),
+                ));
+            }
+            left -= copied;
+            if !progress(copied) {
+                return Err(io::Error::other("interrupted"));
+            }
+        }
+        self.pad(size)
+    }
+
     fn entry<R: io::Read>(
         &mut self,
         kind: tar::EntryType,
@@ -139,6 +215,18 @@ impl<W: Write> Archive<W> {
         size: u64,
         body: R,
     ) -> io::Result<()> {
+        self.header(kind, name, size)?;
+        let copied = io::copy(&mut body.take(size), &mut self.out)?;
+        if copied != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name} ended early"),
+            ));
+        }
+        self.pad(size)
+    }
+
+    fn header(&mut self, kind: tar::EntryType, name: &str, size: u64) -> io::Result<()> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_size(size);
@@ -152,14 +240,10 @@ impl<W: Write> Archive<W> {
         h.set_gid(0);
         h.set_path(name)?;
         h.set_cksum();
-        self.out.write_all(h.as_bytes())?;
-        let copied = io::copy(&mut body.take(size), &mut self.out)?;
-        if copied != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{name} ended early"),
-            ));
-        }
+        self.out.write_all(h.as_bytes())
+    }
+
+    fn pad(&mut self, size: u64) -> io::Result<()> {
         let pad = (512 - size % 512) % 512;
         self.out.write_all(&[0u8; 512][..pad as usize])
     }
@@ -169,14 +253,6 @@ impl<W: Write> Archive<W> {
         self.out.flush()?;
         Ok(self.out)
     }
-}
-
-fn add_blob<W: Write>(tar: &mut Archive<W>, store: &Store, d: &Digest) -> Result<(), ArchiveError> {
-    let path = store.blob_path(d);
-    let mut f = File::open(&path).map_err(|_| ArchiveError::Missing(d.clone()))?;
-    let size = f.metadata().map_err(ArchiveError::Write)?.len();
-    tar.entry(tar::EntryType::Regular, &blob_name(d), size, &mut f)
-        .map_err(ArchiveError::Write)
 }
 
 fn add_dir<W: Write>(tar: &mut Archive<W>, name: &str) -> io::Result<()> {

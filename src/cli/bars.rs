@@ -24,7 +24,7 @@ use indicatif::{
 
 use super::progress::{eprint_line, human_size, retry_line};
 use crate::digest::Digest;
-use crate::report::Reporter;
+use crate::report::{Reporter, Stage};
 
 /// Frames per second at most: enough to look live, a fifth of indicatif's default.
 pub const REDRAW_HZ: u8 = 10;
@@ -42,6 +42,8 @@ pub struct BarReporter {
     done: Mutex<Vec<ProgressBar>>,
     /// Set by Ctrl-C: every bar is stopped and later events change nothing on screen.
     frozen: AtomicBool,
+    /// What the blob events are for now.
+    stage: Mutex<Stage>,
 }
 
 impl BarReporter {
@@ -65,6 +67,7 @@ impl BarReporter {
             total: Mutex::new(None),
             done: Mutex::new(Vec::new()),
             frozen: AtomicBool::new(false),
+            stage: Mutex::new(Stage::Download),
         }
     }
 
@@ -157,23 +160,30 @@ fn done_style() -> ProgressStyle {
 /// figures that fit (see [`figures`]), the bar in what is left, one column to spare.
 /// indicatif pads every line to the full width and lets the terminal wrap to the next line,
 /// so a line of exactly the width would be drawn over by the next one.
-fn bar_style(prefix: &str, with_eta: bool) -> ProgressStyle {
+fn bar_style(prefix: &str, with_eta: bool, verifies: bool) -> ProgressStyle {
     let prefix = prefix.to_string();
     ProgressStyle::with_template("{line}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .with_key(
             "line",
             move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = w.write_str(&bar_line(&prefix, state, with_eta, terminal_width()));
+                let line = bar_line(&prefix, state, with_eta, verifies, terminal_width());
+                let _ = w.write_str(&line);
             },
         )
 }
 
-fn bar_line(prefix: &str, state: &ProgressState, with_eta: bool, width: usize) -> String {
+fn bar_line(
+    prefix: &str,
+    state: &ProgressState,
+    with_eta: bool,
+    verifies: bool,
+    width: usize,
+) -> String {
     let usable = width.saturating_sub(1);
     let fixed = prefix.chars().count() + 1 + 2;
     let room = usable.saturating_sub(fixed + 1 + MIN_BAR);
-    let figures = figures(state, with_eta, room);
+    let figures = figures(state, with_eta, verifies, room);
     let tail = if figures.is_empty() {
         0
     } else {
@@ -202,11 +212,12 @@ fn bar_line(prefix: &str, state: &ProgressState, with_eta: bool, width: usize) -
 /// The figures after a bar that fit in `room` columns: sizes, rate and ETA when there is room,
 /// then without the ETA, without the rate, and a percentage at the narrowest. No rate or ETA
 /// before a second of data (a first frame's "0 B/s eta 0s" says nothing); "verifying" once
-/// every byte is in (the digest is checked and the file synced before "done").
-fn figures(state: &ProgressState, with_eta: bool, room: usize) -> String {
+/// every byte is in, for a stage that `verifies` (the digest is checked and the file synced
+/// before "done"; an unpack's diff_id).
+fn figures(state: &ProgressState, with_eta: bool, verifies: bool, room: usize) -> String {
     let pos = state.pos();
     let len = state.len().unwrap_or(0);
-    if len > 0 && pos >= len {
+    if verifies && len > 0 && pos >= len {
         return "verifying".to_string();
     }
     let sizes = format!("{}/{}", human_size(pos), human_size(len));
@@ -327,14 +338,20 @@ impl TermLike for Screen {
 }
 
 impl Reporter for BarReporter {
-    fn transfer_planned(&self, blobs: usize, bytes: u64) {
+    fn transfer_planned(&self, stage: Stage, blobs: usize, bytes: u64) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = stage;
         if blobs == 0 || self.is_frozen() {
             return;
         }
-        // The total stays at the bottom; blob bars are inserted above it.
+        // The total stays at the bottom; blob bars are inserted above it. It says what the
+        // stage does when it is not the download.
+        let prefix = match stage {
+            Stage::Download => TOTAL_PREFIX.to_string(),
+            _ => format!("{:<w$}", stage.verb(), w = TOTAL_PREFIX.len()),
+        };
         let bar = self.multi.add(ProgressBar::new(bytes));
-        bar.set_style(bar_style(TOTAL_PREFIX, true));
-        bar.set_prefix(TOTAL_PREFIX);
+        bar.set_style(bar_style(&prefix, true, stage.verifies()));
+        bar.set_prefix(prefix);
         // indicatif draws only when something changes, and drops changes that come too soon
         // after a frame: without a tick, a change just before a stall (a blob done, the last
         // bytes before a connection hangs) stayed off the screen for as long as it lasted.
@@ -378,7 +395,12 @@ impl Reporter for BarReporter {
             total.inc(offset);
         }
         let bar = self.new_bar(size);
-        bar.set_style(bar_style(digest.short(), false));
+        let verifies = self
+            .stage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .verifies();
+        bar.set_style(bar_style(digest.short(), false, verifies));
         bar.set_prefix(digest.short().to_string());
         bar.set_position(offset);
         self.bars
@@ -455,7 +477,7 @@ mod tests {
         // bars kept the discarded bytes and went past 100%.
         let d = Digest::sha256_of(b"blob");
         let bars = BarReporter::with_target(ProgressDrawTarget::hidden());
-        bars.transfer_planned(1, 1000);
+        bars.transfer_planned(Stage::Download, 1, 1000);
         bars.blob_started(&d, 1000, 0);
         bars.blob_progress(&d, 600);
         bars.blob_restarted(&d, 600);
@@ -470,7 +492,7 @@ mod tests {
     fn frozen_bars_stay_where_they_were() {
         let d = Digest::sha256_of(b"blob");
         let bars = BarReporter::with_target(ProgressDrawTarget::hidden());
-        bars.transfer_planned(1, 1000);
+        bars.transfer_planned(Stage::Download, 1, 1000);
         bars.blob_started(&d, 1000, 0);
         bars.blob_progress(&d, 300);
         bars.freeze();

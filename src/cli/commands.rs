@@ -300,6 +300,15 @@ impl Pulled {
             || format!("reading the config of {}", resolved.reference),
         )
     }
+
+    /// Progress and Ctrl-C for what the command does with the stored blobs.
+    fn watch(&self) -> crate::pull::files::Watch<'_> {
+        crate::pull::files::Watch {
+            store: &self.store,
+            reporter: self.registry.reporter().as_ref(),
+            cancel: &self.cancel,
+        }
+    }
 }
 
 fn pull_images(
@@ -381,7 +390,7 @@ fn layers_files(a: LayersArgs) -> Result<u8, Failure> {
     let rows = p.rows(0)?;
     let resolved = &p.images[0].0;
     let changes = with_context(
-        crate::pull::files::layer_changes(&p.store, resolved.images[0].layers()),
+        crate::pull::files::layer_changes(resolved.images[0].layers(), p.watch()),
         || format!("reading the layers of {}", resolved.reference),
     )?;
     let text = if p.settings.output == OutputMode::Json {
@@ -419,13 +428,7 @@ pub(super) fn cmd_unpack(a: UnpackArgs) -> Result<u8, Failure> {
         path: dir.clone(),
         source,
     })?;
-    let result = crate::pull::files::unpack(
-        &p.store,
-        resolved.images[0].layers(),
-        &rows,
-        &dir,
-        &p.cancel,
-    );
+    let result = crate::pull::files::unpack(resolved.images[0].layers(), &rows, &dir, p.watch());
     let applied = match result {
         Ok(applied) => applied,
         Err(e) => {
@@ -493,7 +496,7 @@ pub(super) fn cmd_save(a: SaveArgs) -> Result<u8, Failure> {
         .collect();
     let written = if to_stdout {
         let mut out = io::stdout().lock();
-        match crate::archive::save(store, &images, &mut out) {
+        match crate::archive::save(store, &images, &mut out, p.watch().reporter, &p.cancel) {
             Err(crate::archive::ArchiveError::Write(e))
                 if e.kind() == io::ErrorKind::BrokenPipe =>
             {
@@ -503,7 +506,7 @@ pub(super) fn cmd_save(a: SaveArgs) -> Result<u8, Failure> {
         }
         None
     } else {
-        Some(save_to_file(store, &images, &a.output)?)
+        Some(save_to_file(&p, &images, &a.output)?)
     };
     if settings.output == OutputMode::Json {
         let doc = serde_json::json!({
@@ -532,7 +535,7 @@ pub(super) fn cmd_save(a: SaveArgs) -> Result<u8, Failure> {
 /// The archive into a temp file beside `path`, synced, then renamed over it: a failed save
 /// leaves no partial FILE. Returns its size.
 fn save_to_file(
-    store: &Store,
+    p: &Pulled,
     images: &[crate::archive::SavedImage],
     path: &std::path::Path,
 ) -> Result<u64, Failure> {
@@ -556,7 +559,8 @@ fn save_to_file(
         .map_err(io_err("creating a temp file in", &dir))?;
     // Straight to the file, unbuffered: std's io::copy from a blob's File into it becomes
     // copy_file_range, the blob bytes never passing through user space.
-    crate::archive::save(store, images, tmp.as_file_mut())?;
+    let reporter = p.registry.reporter().as_ref();
+    crate::archive::save(&p.store, images, tmp.as_file_mut(), reporter, &p.cancel)?;
     tmp.as_file()
         .sync_all()
         .map_err(io_err("syncing", tmp.path()))?;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
-use crate::report::Reporter;
+use crate::report::{Reporter, Stage};
 
 /// Plain lines at most this often per blob while it downloads.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -64,6 +64,7 @@ impl Reporter for QuietReporter {}
 /// Plain lines for logs.
 pub struct PlainReporter {
     state: Mutex<HashMap<Digest, (u64, u64, Instant)>>,
+    stage: Mutex<Stage>,
 }
 
 impl Default for PlainReporter {
@@ -76,16 +77,23 @@ impl PlainReporter {
     pub fn new() -> PlainReporter {
         PlainReporter {
             state: Mutex::new(HashMap::new()),
+            stage: Mutex::new(Stage::Download),
         }
+    }
+
+    fn stage(&self) -> Stage {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Reporter for PlainReporter {
-    fn transfer_planned(&self, blobs: usize, bytes: u64) {
+    fn transfer_planned(&self, stage: Stage, blobs: usize, bytes: u64) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = stage;
         if blobs > 0 {
             eprint_line(&format!(
-                "downloading {} ({})",
-                plural(blobs, "blob"),
+                "{} {} ({})",
+                stage.verb(),
+                plural(blobs, stage.noun()),
                 human_size(bytes)
             ));
         }
@@ -105,8 +113,9 @@ impl Reporter for PlainReporter {
             ));
         } else {
             eprint_line(&format!(
-                "{}: downloading {}",
+                "{}: {} {}",
                 digest.short(),
+                self.stage().verb(),
                 human_size(size)
             ));
         }

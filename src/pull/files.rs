@@ -4,7 +4,7 @@
 //! through `layer::root`, each layer's diff_id checked on the way).
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::cancel::Cancel;
@@ -17,6 +17,7 @@ use crate::layer::changes::{Changes, LayerChanges};
 use crate::layer::decompress::{Compression, UnknownLayerType};
 use crate::layer::tar::{TarError, TarReader};
 use crate::manifest::Descriptor;
+use crate::report::{Reporter, Stage};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,29 +51,24 @@ pub enum FilesError {
     Interrupted,
 }
 
-/// Apply `layers` (base first) from `store` into `dir`, each checked against its row's diff_id.
+/// Apply `layers` (base first) from the store into `dir`, each checked against its row's diff_id.
 pub fn unpack(
-    store: &Store,
     layers: &[Descriptor],
     rows: &[LayerRow],
     dir: &Path,
-    cancel: &Cancel,
+    watch: Watch<'_>,
 ) -> Result<Applied, FilesError> {
     let root = Root::open(dir).map_err(FilesError::Root)?;
     let mut unpacker = Unpacker::new(root);
-    for (i, l) in layers.iter().enumerate() {
-        if cancel.is_cancelled() {
-            return Err(FilesError::Interrupted);
-        }
-        let tar = open_layer(store, l)?;
+    watch.each(Stage::Unpack, layers, |i, l, tar| {
         let diff_id = rows.get(i).and_then(|r| r.diff_id.as_deref());
         unpacker
             .layer(i, tar, diff_id)
             .map_err(|source| FilesError::Apply {
                 digest: l.digest.clone(),
                 source,
-            })?;
-    }
+            })
+    })?;
     unpacker.finish().map_err(|source| FilesError::Apply {
         digest: layers
             .last()
@@ -82,46 +78,123 @@ pub fn unpack(
     })
 }
 
-/// A layer blob from the store, decompressed.
-fn open_layer<'a>(
-    store: &Store,
-    l: &Descriptor,
-) -> Result<Box<dyn std::io::Read + 'a>, FilesError> {
-    let compression = Compression::of(&l.media_type).map_err(|source| FilesError::Type {
-        digest: l.digest.clone(),
-        source,
-    })?;
-    let path = store.blob_path(&l.digest);
-    let blob = File::open(&path).map_err(|_| FilesError::Missing {
-        digest: l.digest.clone(),
-        path: path.clone(),
-    })?;
-    compression
-        .reader(BufReader::with_capacity(1 << 16, blob))
-        .map_err(|e| FilesError::Read {
-            digest: l.digest.clone(),
-            source: e.into(),
-        })
-}
-
-/// The changes of `layers` (base first), read from `store`, which must hold them.
+/// The changes of `layers` (base first), read from the store, which must hold them.
 pub fn layer_changes(
-    store: &Store,
     layers: &[Descriptor],
+    watch: Watch<'_>,
 ) -> Result<Vec<LayerChanges>, FilesError> {
     let mut changes = Changes::new();
-    for l in layers {
-        let read = |source: TarError| FilesError::Read {
-            digest: l.digest.clone(),
-            source,
-        };
-        let tar = open_layer(store, l)?;
+    watch.each(Stage::Read, layers, |_, l, tar| {
         let mut reader = TarReader::new(tar);
         let mut headers = Vec::new();
-        while let Some(h) = reader.next_header().map_err(read)? {
+        while let Some(h) = reader.next_header().map_err(|source| FilesError::Read {
+            digest: l.digest.clone(),
+            source,
+        })? {
             headers.push(h);
         }
         changes.layer(&headers);
-    }
+        Ok(())
+    })?;
     Ok(changes.finish())
+}
+
+/// Where a command over layer blobs reports its progress, and what stops it (Ctrl-C).
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub store: &'a Store,
+    pub reporter: &'a dyn Reporter,
+    pub cancel: &'a Cancel,
+}
+
+impl Watch<'_> {
+    /// Run `f` on each layer's decompressed tar in turn, as one reported stage: each blob's
+    /// bytes are reported as they are read, and a cancel stops the read at its next chunk.
+    fn each(
+        self,
+        stage: Stage,
+        layers: &[Descriptor],
+        mut f: impl FnMut(usize, &Descriptor, Box<dyn Read + '_>) -> Result<(), FilesError>,
+    ) -> Result<(), FilesError> {
+        self.reporter
+            .transfer_planned(stage, layers.len(), layers.iter().map(|l| l.size).sum());
+        let result = (|| {
+            for (i, l) in layers.iter().enumerate() {
+                if self.cancel.is_cancelled() {
+                    return Err(FilesError::Interrupted);
+                }
+                self.reporter.blob_started(&l.digest, l.size, 0);
+                let tar = self.open_layer(l)?;
+                match f(i, l, tar) {
+                    Ok(()) => self.reporter.blob_done(&l.digest, l.size),
+                    // The read stopped because of the cancel, whatever error it became.
+                    Err(_) if self.cancel.is_cancelled() => return Err(FilesError::Interrupted),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })();
+        self.reporter.transfer_finished();
+        result
+    }
+
+    /// A layer blob from the store, decompressed: its compressed bytes are reported as they
+    /// are read, and its decompressed ones stop coming once the command is cancelled (a small
+    /// blob can hold a large tar).
+    fn open_layer(&self, l: &Descriptor) -> Result<Box<dyn Read + '_>, FilesError> {
+        let compression = Compression::of(&l.media_type).map_err(|source| FilesError::Type {
+            digest: l.digest.clone(),
+            source,
+        })?;
+        let path = self.store.blob_path(&l.digest);
+        let file = File::open(&path).map_err(|_| FilesError::Missing {
+            digest: l.digest.clone(),
+            path: path.clone(),
+        })?;
+        let reported = Reported {
+            file,
+            digest: l.digest.clone(),
+            reporter: self.reporter,
+        };
+        let tar = compression
+            .reader(BufReader::with_capacity(1 << 16, reported))
+            .map_err(|e| FilesError::Read {
+                digest: l.digest.clone(),
+                source: e.into(),
+            })?;
+        Ok(Box::new(Cancellable {
+            inner: tar,
+            cancel: self.cancel,
+        }))
+    }
+}
+
+/// A blob file whose reads are reported.
+struct Reported<'a> {
+    file: File,
+    digest: Digest,
+    reporter: &'a dyn Reporter,
+}
+
+impl Read for Reported<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.reporter.blob_progress(&self.digest, n as u64);
+        Ok(n)
+    }
+}
+
+/// A reader that fails once the command is cancelled.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a Cancel,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
+    }
 }

@@ -81,9 +81,11 @@ pub fn fetch_all(
     parallel: usize,
     cancel: &Cancel,
 ) -> Vec<Fetched> {
-    registry
-        .reporter()
-        .transfer_planned(plan.missing().count(), plan.download_bytes());
+    registry.reporter().transfer_planned(
+        crate::report::Stage::Download,
+        plan.missing().count(),
+        plan.download_bytes(),
+    );
     let fetched = super::pool::in_order(&plan.blobs, parallel, |b| {
         fetch_one(registry, store, b, cancel)
     });

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::image::sha256;
+
 /// What one run of imagec showed.
 #[derive(Debug)]
 pub struct Run {
@@ -161,4 +163,24 @@ pub fn umoci_unpack(dest: &Path, name: &str) -> PathBuf {
         &["unpack", "--rootless", "--image", &image, bundle_arg],
     );
     bundle.join("rootfs")
+}
+
+/// What a reader sees: index.json is valid and names only references whose blobs are all there.
+pub fn assert_store_consistent(dest: &Path) {
+    for e in index(dest)["manifests"].as_array().unwrap() {
+        let m = read_blob_json(dest, e["digest"].as_str().unwrap());
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+            assert!(
+                blob_path(dest, d["digest"].as_str().unwrap()).exists(),
+                "{e} lacks {d}"
+            );
+        }
+    }
+    for d in blobs(dest) {
+        assert_eq!(
+            sha256(&std::fs::read(blob_path(dest, &d)).unwrap()),
+            d,
+            "unverified blob"
+        );
+    }
 }
