@@ -45,12 +45,21 @@ fn describe(root: &Path) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
             format!("file {} {}", m.len(), sha256(&std::fs::read(&p).unwrap()))
         } else {
             use std::os::unix::fs::FileTypeExt;
+            let dev = || {
+                let r = m.rdev();
+                format!("{}:{}", rustix::fs::major(r), rustix::fs::minor(r))
+            };
             if ft.is_fifo() {
                 "fifo".to_string()
+            } else if ft.is_char_device() {
+                format!("char {}", dev())
+            } else if ft.is_block_device() {
+                format!("block {}", dev())
             } else {
                 "other".to_string()
             }
         };
+        let what = format!("{what}{}", xattrs(&p));
         let mtime = if ft.is_symlink() {
             String::new()
         } else {
@@ -78,6 +87,27 @@ fn describe(root: &Path) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
         .collect();
     links.sort();
     (out, links)
+}
+
+/// ` xattrs k=v,...` for the extended attributes of `p` (not following a symlink), or nothing.
+fn xattrs(p: &Path) -> String {
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(p, &mut names).unwrap_or(0);
+    let mut out: Vec<String> = names[..n]
+        .split(|b| *b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let k = std::str::from_utf8(k).unwrap();
+            let mut v = vec![0u8; 4096];
+            let len = rustix::fs::lgetxattr(p, k, &mut v).unwrap();
+            format!("{k}={:02x?}", &v[..len])
+        })
+        .collect();
+    if out.is_empty() {
+        return String::new();
+    }
+    out.sort();
+    format!(" xattrs {}", out.join(","))
 }
 
 fn umoci_rootfs(dest: &Path, name: &str) -> PathBuf {
@@ -428,6 +458,74 @@ fn zstd_and_uncompressed_layers_unpack_and_are_verified() {
     let files = &out.json()[1]["files"];
     assert_eq!(files[0]["path"], "z/from-zstd", "{files}");
     assert_eq!(files[0]["size"], 10_000);
+}
+
+/// As root (CI runs as root, and says so otherwise): owners, device nodes and xattrs, the
+/// same as umoci's unpack, file by file. The capability is what a real image's `ping` carries
+/// (`security.capability`, which a chown clears: it must be set after the owner).
+#[test]
+fn as_root_owners_device_nodes_and_xattrs_are_what_umoci_makes() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (CI runs as root)"
+    );
+    // CAP_NET_BIND_SERVICE, as `setcap cap_net_bind_service+ep` writes it (VFS_CAP v2).
+    let cap = "'\\x01\\x00\\x00\\x02\\x00\\x04' + '\\x00' * 14";
+    let name = push_layers(
+        "unpack/as-root",
+        &[python_tar(&format!(
+            "def node(name, kind, major=0, minor=0, mode=0o644, uid=0, gid=0, xattrs={{}}, data=b'', link=''):\n\
+             \x20   i = tarfile.TarInfo(name); i.type = kind; i.devmajor = major; i.devminor = minor\n\
+             \x20   i.mode = mode; i.uid = uid; i.gid = gid; i.mtime = 1700000000; i.size = len(data); i.linkname = link\n\
+             \x20   i.pax_headers = {{'SCHILY.xattr.' + k: v for k, v in xattrs.items()}}\n\
+             \x20   t.addfile(i, io.BytesIO(data))\n\
+             node('dev', tarfile.DIRTYPE, mode=0o755)\n\
+             node('dev/null', tarfile.CHRTYPE, 1, 3, mode=0o666)\n\
+             node('dev/loop0', tarfile.BLKTYPE, 7, 0, mode=0o660, gid=6)\n\
+             node('home', tarfile.DIRTYPE, mode=0o755)\n\
+             node('home/user', tarfile.DIRTYPE, mode=0o750, uid=1000, gid=1000)\n\
+             node('home/user/notes', tarfile.REGTYPE, mode=0o600, uid=1000, gid=1000, data=b'mine', xattrs={{'user.comment': 'kept', 'trusted.origin': 'layer'}})\n\
+             node('home/user/link', tarfile.SYMTYPE, uid=1000, gid=1000, link='notes')\n\
+             node('bin', tarfile.DIRTYPE, mode=0o755)\n\
+             node('bin/ping', tarfile.REGTYPE, mode=0o755, gid=33, data=b'#!/bin/sh\\n', xattrs={{'security.capability': {cap}}})\n\
+             node('srv', tarfile.DIRTYPE, mode=0o2775, uid=33, gid=33, xattrs={{'user.dir': 'yes'}})",
+        ))],
+    );
+    let dest = world().temp_dir().join("store");
+    let dir = world().temp_dir().join("rootfs");
+    let out = run(imagec()
+        .args(["unpack", "--json", "--dest"])
+        .arg(&dest)
+        .arg(&name)
+        .arg(&dir))
+    .expect(0);
+    assert_eq!(out.json()["skipped"], serde_json::json!([]));
+    let ours = describe(&dir);
+    let theirs = describe(&umoci_rootfs(&dest, &name));
+    assert_eq!(ours, theirs);
+    // What the comparison rests on, said directly.
+    let d = &ours.0;
+    assert!(
+        d["dev/null"].starts_with("char 1:3 mode 666 owner 0:0"),
+        "{d:?}"
+    );
+    assert!(
+        d["dev/loop0"].starts_with("block 7:0 mode 660 owner 0:6"),
+        "{d:?}"
+    );
+    assert!(d["home/user/notes"].contains("owner 1000:1000"), "{d:?}");
+    assert!(
+        d["home/user/notes"].contains("user.comment=[6b, 65, 70, 74]"),
+        "{d:?}"
+    );
+    assert!(d["home/user/notes"].contains("trusted.origin="), "{d:?}");
+    assert!(d["home/user/link"].contains("owner 1000:1000"), "{d:?}");
+    assert!(
+        d["bin/ping"].contains("security.capability=[01, 00, 00, 02, 00, 04"),
+        "{d:?}"
+    );
+    assert!(d["srv"].contains("mode 2775 owner 33:33"), "{d:?}");
+    assert!(d["srv"].contains("user.dir="), "{d:?}");
 }
 
 /// As another user (no root), device nodes cannot be made: they are skipped and counted, the
