@@ -308,7 +308,7 @@ fn hostile_layers_never_touch_anything_outside_the_directory() {
     let victim = outside.join("victim");
     std::fs::write(&victim, "original").unwrap();
     let v = victim.display().to_string();
-    let cases: Vec<(&str, String, Option<&str>)> = vec![
+    let mut cases: Vec<(&str, String, Option<&str>)> = vec![
         // An absolute symlink, then a write through it: resolved inside DIR (clamped).
         ("abs-symlink", format!("add('evil', 'symlink', link='{outside}')\nadd('evil/victim', data=b'pwned')", outside = outside.display()), None),
         // Up and out with `..`.
@@ -323,6 +323,9 @@ fn hostile_layers_never_touch_anything_outside_the_directory() {
         ("hardlink-out", format!("add('h', 'hardlink', link='{v}')"), Some("is not in the image")),
         // Hardlink to a symlink, then write through the name (CVE-2021-32760's shape).
         ("hardlink-symlink", format!("add('s', 'symlink', link='{v}')\nadd('h', 'hardlink', link='s')\nadd('h', data=b'pwned', mode=0o777)"), None),
+        // CVE-2021-32760 itself: the hardlink entry's own mode, applied through the symlink
+        // it links to, would chmod the file outside.
+        ("hardlink-symlink-chmod", format!("add('s', 'symlink', link='{v}')\nadd('h', 'hardlink', link='s', mode=0o777)"), None),
         // The root as a symlink (umoci CVE-2021-29136).
         ("root-symlink", format!("add('.', 'symlink', link='{outside}')\nadd('victim', data=b'pwned')", outside = outside.display()), Some("the root of the image is not a directory")),
         // Whiteouts that name the directory or its parent.
@@ -342,8 +345,16 @@ fn hostile_layers_never_touch_anything_outside_the_directory() {
         v
     };
     let before = listing(&outside);
-    for (repo, script, refused) in cases {
-        let name = push_layers(&format!("unpack/attack-{repo}"), &[python_tar(&script)]);
+    let mut layers: Vec<(&str, Vec<u8>, Option<&str>)> = cases
+        .drain(..)
+        .map(|(repo, script, refused)| (repo, python_tar(&script), refused))
+        .collect();
+    // A 2 MiB PAX path (Python's tarfile writes one for a long name): refused at the bound,
+    // not read into memory.
+    let huge = python_tar("add('a' * (2 << 20), data=b'pwned')");
+    layers.push(("huge-pax", huge, Some("an extended header of 2097")));
+    for (repo, layer, refused) in layers {
+        let name = push_layers(&format!("unpack/attack-{repo}"), &[layer]);
         let dir = world().temp_dir().join("rootfs");
         let out = run(imagec()
             .args(["unpack", "--dest"])

@@ -264,8 +264,13 @@ impl Unpacker {
                 self.owner_and_time_at(&dir, name, h);
                 // mknod applies the umask (a 0666 /dev/null became 0644); the node was just
                 // made here, by this name, so the mode is set on it by name, after the owner.
-                rfs::chmodat(&dir, name, Mode::from_raw_mode(h.mode & 0o7777), AtFlags::empty())
-                    .map_err(|e| io_at(&path)(e.into()))?;
+                rfs::chmodat(
+                    &dir,
+                    name,
+                    Mode::from_raw_mode(h.mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| io_at(&path)(e.into()))?;
             }
         }
         Ok(())

@@ -42,7 +42,7 @@ pub use run::{
     assert_store_consistent, blob_path, blobs, entry, index, oracle, read_blob_json, run,
     run_with_stdin, skopeo_inspect, umoci_unpack, Run,
 };
-pub use tarballs::{gzip, pax_record, pax_size_smuggler, python_tar};
+pub use tarballs::{gzip, pax_size_smuggler, python_tar};
 pub use token::TokenServer;
 
 /// The one user the Basic-auth registry and the token server accept.

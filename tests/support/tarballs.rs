@@ -44,7 +44,7 @@ pub fn python_tar(script: &str) -> Vec<u8> {
 }
 
 /// One PAX record, `LEN KEY=VALUE\n`, its length counting itself.
-pub fn pax_record(key: &str, value: &str) -> Vec<u8> {
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
     let body = format!(" {key}={value}\n");
     let mut len = body.len() + 1;
     while format!("{len}{body}").len() != len {
