@@ -200,3 +200,62 @@ fn save_to_a_pipe_and_what_a_failure_leaves() {
         .collect();
     assert_eq!(left, ["a.tar"], "{left:?}");
 }
+
+/// Ctrl-C stops a save at its next chunk with exit 130 (not at the forced exit two seconds
+/// later): here while the archive goes to a pipe that is read slowly.
+#[test]
+fn ctrl_c_stops_a_save_at_the_next_chunk() {
+    use std::io::Read;
+    let reg = world().plain().host();
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(4100, 40_000_000)],
+    );
+    push_image(&reg, "save/interrupted", "1", &img);
+    let name = format!("{reg}/save/interrupted:1");
+    let dest = world().temp_dir().join("store");
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let mut child = imagec()
+        .args(["save", "--dest"])
+        .arg(&dest)
+        .args(["-o", "-"])
+        .arg(&name)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Into the layer's bytes (the manifest and config come first).
+    let mut first = vec![0u8; 1 << 20];
+    stdout.read_exact(&mut first).unwrap();
+    let kill = std::process::Command::new("sh")
+        .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Give the handler its moment, then let the writer go on to its next chunk.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}: {stderr}",
+        start.elapsed()
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        first.len() + rest.len() < 30_000_000,
+        "the whole archive was written: {} bytes",
+        first.len() + rest.len()
+    );
+}
