@@ -129,6 +129,9 @@ pub fn registry_code(e: &RegistryError) -> u8 {
         RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => AUTH,
         // The token server's 4xx refuses the credentials; its 5xx is its own failure.
         RegistryError::TokenRefused { status, .. } if (400..500).contains(status) => AUTH,
+        RegistryError::RefreshTokenRefused { status, .. } if (400..500).contains(status) => AUTH,
+        RegistryError::NoOAuth2 { .. } => AUTH,
+        RegistryError::RefreshTokenRefused { .. } => FAILURE,
         RegistryError::TokenRefused { .. } => FAILURE,
         RegistryError::NotFound { .. } => NOT_FOUND,
         RegistryError::Retried { source, .. } => registry_code(source),

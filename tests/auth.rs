@@ -453,3 +453,181 @@ fn explicit_credentials_are_for_one_registry_only() {
         .args([&private, &other]))
     .expect(0);
 }
+
+/// Write a docker config.json for `cmd` naming `host` with `entry` (a JSON object).
+fn auth_entry(cmd: &std::process::Command, host: &str, entry: &str) {
+    std::fs::write(
+        docker_config_dir(cmd).join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{entry}}}}}"#),
+    )
+    .unwrap();
+}
+
+/// What `az acr login` writes: an `auth` of the zero GUID with no password, and an
+/// `identitytoken`, which is an OAuth2 refresh token. It is POSTed to the realm as the
+/// refresh-token grant (docker's and containerd's form), never sent as a password on a GET;
+/// and it appears in no output and no file of the store.
+#[test]
+fn an_identitytoken_is_an_oauth2_refresh_token_posted_to_the_realm() {
+    let repo = "auth/oauth2-identitytoken";
+    let name = pushed(repo, 31, world().token());
+    let ts = world().token_server();
+    let before = ts.posts_with(REFRESH_TOKEN).len();
+    let mut cmd = imagec();
+    auth_entry(
+        &cmd,
+        &world().token().host(),
+        &format!(
+            r#"{{"auth":"{}","identitytoken":"{REFRESH_TOKEN}"}}"#,
+            b64("00000000-0000-0000-0000-000000000000:")
+        ),
+    );
+    let dest = fresh_dest();
+    let out = run(cmd.args(["pull", "-v", "--dest"]).arg(&dest).arg(&name)).expect(0);
+    entry(&dest, &name);
+    let posts = ts.posts_with(REFRESH_TOKEN);
+    assert!(posts.len() > before, "no OAuth2 POST: {}", out.stderr);
+    let form = posts.last().unwrap();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("grant_type"), "refresh_token");
+    assert_eq!(field("client_id"), "imagec");
+    assert_eq!(field("service"), "imagec-test");
+    assert!(
+        field("scope").contains(&format!("repository:{repo}:pull")),
+        "{form:?}"
+    );
+    assert!(
+        !ts.basic_users()
+            .iter()
+            .any(|u| u == "<token>" || u.starts_with("00000000-")),
+        "the refresh token went out as a password"
+    );
+    assert!(
+        out.stderr.contains("with a refresh token"),
+        "{}",
+        out.stderr
+    );
+    assert_no_secret(REFRESH_TOKEN, &[&out.stdout, &out.stderr], &dest);
+}
+
+/// A credential helper answering the user name `<token>` hands over a refresh token too (the
+/// ACR and ECR helpers do): the same POST.
+#[test]
+fn a_helper_answering_token_gives_a_refresh_token() {
+    let name = pushed("auth/oauth2-helper", 32, world().token());
+    let ts = world().token_server();
+    let before = ts.posts_with(REFRESH_TOKEN).len();
+    let bin = world().temp_dir();
+    let helper = bin.join("docker-credential-imagecoauth");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"{REFRESH_TOKEN}\"}}' \"$server\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = imagec();
+    std::fs::write(
+        docker_config_dir(&cmd).join("config.json"),
+        format!(
+            r#"{{"credHelpers":{{"{}":"imagecoauth"}}}}"#,
+            world().token().host()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let dest = fresh_dest();
+    let out = run(cmd
+        .env("PATH", path)
+        .args(["pull", "-v", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    assert!(
+        ts.posts_with(REFRESH_TOKEN).len() > before,
+        "{}",
+        out.stderr
+    );
+    assert!(!ts.basic_users().iter().any(|u| u == "<token>"));
+    assert_no_secret(REFRESH_TOKEN, &[&out.stdout, &out.stderr], &dest);
+}
+
+/// A refresh token the realm refuses (expired, revoked: OAuth2's `invalid_grant`) is exit 3; a
+/// realm that takes no OAuth2 POST (an HTML 404 page, a 405) is exit 3 saying so; a realm that
+/// answers the POST with an HTML page and 200 is exit 1 naming the realm (containerd#12822).
+#[test]
+fn refresh_token_refusals_and_realms_without_oauth2_are_clear_errors() {
+    let name = pushed("auth/oauth2-refusals", 33, world().token());
+    let realm = world().token_server().realm();
+    for (token, code, needles) in [
+        (
+            "revoked-refresh-token",
+            3,
+            vec![
+                "refused the refresh token",
+                "invalid_grant: the refresh token has expired",
+            ],
+        ),
+        (
+            "answer-404-html",
+            3,
+            vec![
+                "takes no OAuth2 refresh token",
+                "HTTP 404 with an HTML page",
+            ],
+        ),
+        (
+            "answer-405",
+            3,
+            vec!["takes no OAuth2 refresh token", "HTTP 405"],
+        ),
+        ("answer-200-html", 1, vec!["an HTML page, not a JSON token"]),
+    ] {
+        let mut cmd = imagec();
+        auth_entry(
+            &cmd,
+            &world().token().host(),
+            &format!(r#"{{"identitytoken":"{token}"}}"#),
+        );
+        let out = run(cmd.args(["pull", "--dest"]).arg(fresh_dest()).arg(&name));
+        assert_eq!(out.code, code, "{token}: {}", out.stderr);
+        assert!(out.stderr.contains(&realm), "{token}: {}", out.stderr);
+        for n in needles {
+            assert!(out.stderr.contains(n), "{token}: {}", out.stderr);
+        }
+        assert_eq!(out.stderr.lines().count(), 1, "{token}: {}", out.stderr);
+        assert!(!out.stderr.contains(token), "{token}: {}", out.stderr);
+    }
+}
+
+/// `secret` is in none of `outputs` and in no file under `dest`.
+fn assert_no_secret(secret: &str, outputs: &[&str], dest: &std::path::Path) {
+    for o in outputs {
+        assert!(!o.contains(secret), "the secret is in the output:\n{o}");
+    }
+    let mut todo = vec![dest.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the secret is in {}",
+                p.display()
+            );
+        }
+    }
+}

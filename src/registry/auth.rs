@@ -176,6 +176,9 @@ fn fetch_token(
             sep = '&';
         }
     }
+    if let Some(refresh) = credentials.and_then(Credentials::refresh_token) {
+        return fetch_oauth2(http, realm, service, scope, refresh);
+    }
     let auth = credentials.map(Credentials::basic_header);
     let mut resp = http.send(Method::Get, &url, &[], auth.as_ref())?;
     let status = resp.status().as_u16();
@@ -202,6 +205,63 @@ fn fetch_token(
     })
 }
 
+/// OAuth2's refresh-token grant (RFC 6749 section 6, distribution's `oauth.md`), what docker
+/// and containerd send for an `identitytoken`: a POST of the form, never the token as a
+/// password on a GET. A 404 or 405 is a realm that takes no OAuth2 POST; a 400 or 401 (an
+/// `invalid_grant`) is a refresh token that is expired or revoked.
+fn fetch_oauth2(
+    http: &Http,
+    realm: &str,
+    service: Option<&str>,
+    scope: &str,
+    refresh: &Secret,
+) -> Result<Token, RegistryError> {
+    let mut form = format!(
+        "grant_type=refresh_token&client_id=imagec&refresh_token={}",
+        encode_query(refresh.expose())
+    );
+    if let Some(service) = service {
+        form.push_str(&format!("&service={}", encode_query(service)));
+    }
+    if !scope.is_empty() {
+        form.push_str(&format!("&scope={}", encode_query(scope)));
+    }
+    let mut resp = http.post_form(realm, &Secret::new(form))?;
+    let status = resp.status().as_u16();
+    let html = header(&resp, "content-type").is_some_and(|t| t.contains("html"));
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_TOKEN_RESPONSE)
+        .read_to_vec()
+        .map_err(|e| RegistryError::Transport {
+            method: "POST",
+            url: realm.to_string(),
+            source: Box::new(e),
+        })?;
+    match status {
+        200..=299 => {}
+        404 | 405 => {
+            return Err(RegistryError::NoOAuth2 {
+                realm: realm.to_string(),
+                status,
+                html: html || body.trim_ascii_start().starts_with(b"<"),
+            })
+        }
+        _ => {
+            return Err(RegistryError::RefreshTokenRefused {
+                realm: realm.to_string(),
+                status,
+                body: ErrorBody::parse(&body),
+            })
+        }
+    }
+    parse_token(&body).map_err(|reason| RegistryError::TokenInvalid {
+        realm: realm.to_string(),
+        reason,
+    })
+}
+
 fn parse_token(body: &[u8]) -> Result<Token, String> {
     #[derive(serde::Deserialize)]
     struct Wire {
@@ -211,6 +271,11 @@ fn parse_token(body: &[u8]) -> Result<Token, String> {
         access_token: Option<String>,
         #[serde(default)]
         expires_in: Option<u64>,
+    }
+    if body.trim_ascii_start().starts_with(b"<") {
+        return Err(
+            "answered an HTML page, not a JSON token (is the realm a token server?)".into(),
+        );
     }
     let w: Wire = serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
     // Docker Hub sends both; OAuth2-style servers only `access_token`.

@@ -42,7 +42,16 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+/// The user name docker's credential helpers answer for an identity token (and docker's
+/// config writes as `identitytoken`): the secret is then an OAuth2 refresh token.
+pub const TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// The OAuth2 refresh token these credentials are, if they are one.
+    pub fn refresh_token(&self) -> Option<&Secret> {
+        (self.username == TOKEN_USER).then_some(&self.password)
+    }
+
     /// The `Authorization` value for HTTP Basic (RFC 7617).
     pub fn basic_header(&self) -> Secret {
         let raw = format!("{}:{}", self.username, self.password.expose());
@@ -95,6 +104,10 @@ struct AuthEntry {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    /// An OAuth2 refresh token (`az acr login`, `docker login` to registries that issue one):
+    /// it wins over `auth`, as in docker.
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 /// Where credentials come from, resolved once from flags and environment.
@@ -179,6 +192,12 @@ fn lookup_in(
     let Some((key, entry)) = config.auths.iter().find(|(k, _)| key_host(k) == wanted) else {
         return Ok(None);
     };
+    if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(Some(Credentials {
+            username: TOKEN_USER.to_string(),
+            password: Secret::new(token),
+        }));
+    }
     if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
         return Ok(Some(Credentials {
             username: u.clone(),
@@ -297,6 +316,21 @@ mod tests {
         assert_eq!(src.lookup("127.0.0.1:5000").unwrap(), Some(c));
         assert_eq!(src.lookup("127.0.0.1:5001").unwrap(), None);
         assert_eq!(src.lookup("docker.io").unwrap(), None);
+    }
+
+    #[test]
+    fn an_identitytoken_is_a_refresh_token_and_wins_over_auth() {
+        // What `az acr login` writes: the zero GUID as user, no password, and the token.
+        let c = config(
+            r#"{"auths":{"r.azurecr.io":{"auth":"MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOg==","identitytoken":"rt"}}}"#,
+        );
+        let got = lookup_in(&c, Path::new("x"), "r.azurecr.io")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.refresh_token().map(Secret::expose), Some("rt"));
+        let plain = config(r#"{"auths":{"h":{"auth":"dTpw"}}}"#);
+        let got = lookup_in(&plain, Path::new("x"), "h").unwrap().unwrap();
+        assert!(got.refresh_token().is_none());
     }
 
     #[test]

@@ -28,11 +28,25 @@ impl ErrorBody {
         struct Wire {
             #[serde(default)]
             errors: Vec<ErrorEntry>,
+            /// OAuth2's form (RFC 6749 section 5.2): `{"error":"invalid_grant",...}`.
+            #[serde(default)]
+            error: Option<String>,
+            #[serde(default)]
+            error_description: Option<String>,
         }
         if let Ok(w) = serde_json::from_slice::<Wire>(bytes) {
             if !w.errors.is_empty() {
                 return ErrorBody {
                     entries: w.errors,
+                    text: String::new(),
+                };
+            }
+            if let Some(code) = w.error.filter(|c| !c.is_empty()) {
+                return ErrorBody {
+                    entries: vec![ErrorEntry {
+                        code,
+                        message: w.error_description.unwrap_or_default(),
+                    }],
                     text: String::new(),
                 };
             }
@@ -126,6 +140,24 @@ pub enum RegistryError {
     },
     #[error("token server {realm}: {reason}")]
     TokenInvalid { realm: String, reason: String },
+    #[error(
+        "token server {realm} refused the refresh token (identitytoken) (HTTP {status}{}); log in again",
+        suffix(body)
+    )]
+    RefreshTokenRefused {
+        realm: String,
+        status: u16,
+        body: ErrorBody,
+    },
+    #[error(
+        "token server {realm} takes no OAuth2 refresh token (POST answered HTTP {status}{}); the identitytoken cannot be used there: log in with a user name and password",
+        if *html { " with an HTML page" } else { "" }
+    )]
+    NoOAuth2 {
+        realm: String,
+        status: u16,
+        html: bool,
+    },
     #[error("{host} is not a registry: GET {url} answered HTTP {status}")]
     NotARegistry {
         host: String,
@@ -239,12 +271,14 @@ impl RegistryError {
                 crate::registry::retry::status_is_transient(*status)
             }
             // The token server's 5xx is transient like the registry's.
-            RegistryError::TokenRefused { status, .. } => {
+            RegistryError::TokenRefused { status, .. }
+            | RegistryError::RefreshTokenRefused { status, .. } => {
                 crate::registry::retry::status_is_transient(*status)
             }
             // Already retried as often as allowed.
             RegistryError::Retried { .. } => false,
             RegistryError::TokenInvalid { .. }
+            | RegistryError::NoOAuth2 { .. }
             | RegistryError::Unauthorized { .. }
             | RegistryError::Denied { .. }
             | RegistryError::NotFound { .. }
@@ -275,6 +309,14 @@ impl RegistryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oauth2_error_bodies_read_as_code_and_description() {
+        let b = ErrorBody::parse(br#"{"error":"invalid_grant","error_description":"expired"}"#);
+        assert_eq!(b.to_string(), "invalid_grant: expired");
+        let b = ErrorBody::parse(br#"{"error":"invalid_client"}"#);
+        assert_eq!(b.to_string(), "invalid_client");
+    }
 
     #[test]
     fn tls_failures_the_user_can_fix_name_the_next_step() {

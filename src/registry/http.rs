@@ -100,6 +100,51 @@ impl Http {
         })
     }
 
+    /// What is left of `--timeout` for a request about to be sent (None without one); an
+    /// error once it is spent.
+    fn time_left(&self, method: &str, url: &str) -> Result<Option<Duration>, RegistryError> {
+        let Some((deadline, total)) = self.deadline else {
+            return Ok(None);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RegistryError::Deadline {
+                seconds: total.as_secs(),
+                last: format!("{method} {} not sent", loggable(url)),
+            });
+        }
+        Ok(Some(left))
+    }
+
+    /// POST an `application/x-www-form-urlencoded` body (already encoded), for an OAuth2 token
+    /// endpoint. Not redirected: a token endpoint that redirects is answered as it stands. The
+    /// body holds a secret (a refresh token) and is never logged.
+    pub fn post_form(&self, url: &str, form: &Secret) -> Result<Response<Body>, RegistryError> {
+        let start = Instant::now();
+        let mut req = self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        if let Some(left) = self.time_left("POST", url)? {
+            req = req.config().timeout_global(Some(left)).build();
+        }
+        let shown = loggable(url);
+        let resp = req.send(form.expose().as_bytes()).map_err(|e| {
+            log::info!("POST {shown} -> error: {e}");
+            RegistryError::Transport {
+                method: "POST",
+                url: shown.clone(),
+                source: Box::new(e),
+            }
+        })?;
+        log::info!(
+            "POST {shown} -> {} ({} ms, with a refresh token)",
+            resp.status().as_u16(),
+            start.elapsed().as_millis()
+        );
+        Ok(resp)
+    }
+
     /// Send a request, following redirects. `auth` goes only to the origin of `url`: a redirect
     /// to another scheme, host or port (S3, a CDN) is followed without it, as docker does.
     pub fn send(
@@ -121,14 +166,7 @@ impl Http {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            if let Some((deadline, total)) = self.deadline {
-                let left = deadline.saturating_duration_since(start);
-                if left.is_zero() {
-                    return Err(RegistryError::Deadline {
-                        seconds: total.as_secs(),
-                        last: format!("{} {} not sent", method.as_str(), loggable(&current)),
-                    });
-                }
+            if let Some(left) = self.time_left(method.as_str(), &current)? {
                 req = req.config().timeout_global(Some(left)).build();
             }
             if let (Some(a), true) = (auth, same_origin) {

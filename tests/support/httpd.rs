@@ -18,12 +18,13 @@ const MAX_BODY: u64 = 1024 * 1024;
 /// A client that stalls this long is dropped, so no connection thread lives forever.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The head of one request. Its body, if any, is read and discarded.
+/// One request: its head, and its body (up to [`MAX_BODY`]).
 pub struct Request {
     pub method: String,
     /// The request target as sent: path plus optional `?query`.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -36,14 +37,12 @@ impl Request {
         let Some((_, query)) = self.target.split_once('?') else {
             return Vec::new();
         };
-        query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(name), percent_decode(value))
-            })
-            .collect()
+        pairs(query)
+    }
+
+    /// The body's fields as `application/x-www-form-urlencoded` decodes them, in order.
+    pub fn form(&self) -> Vec<(String, String)> {
+        pairs(&String::from_utf8_lossy(&self.body).replace('+', " "))
     }
 
     /// The first header with this name (case-insensitive).
@@ -53,6 +52,17 @@ impl Request {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// `a=1&b=2` as decoded pairs.
+fn pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
 }
 
 /// What a handler answers; `Content-Length` and `Connection: close` are added when sent.
@@ -185,18 +195,21 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
     if method.is_empty() || !target.starts_with('/') {
         return Err(invalid("malformed request line"));
     }
-    let request = Request {
+    let mut request = Request {
         method,
         target,
         headers: head.headers,
+        body: Vec::new(),
     };
-    // Read a (small) body so that closing the socket does not reset the connection under the
-    // client before it has read the response.
+    // Read the (small) body: handlers may want it, and closing the socket before it is read
+    // would reset the connection under the client before it has read the response.
     let length = request
         .header("content-length")
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    io::copy(&mut reader.take(length.min(MAX_BODY)), &mut io::sink())?;
+    reader
+        .take(length.min(MAX_BODY))
+        .read_to_end(&mut request.body)?;
     Ok(request)
 }
 

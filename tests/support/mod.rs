@@ -43,7 +43,7 @@ pub use run::{
     run_with_stdin, skopeo_inspect, umoci_unpack, Run,
 };
 pub use tarballs::{gzip, pax_size_smuggler, python_tar};
-pub use token::TokenServer;
+pub use token::{TokenServer, REFRESH_TOKEN};
 
 /// The one user the Basic-auth registry and the token server accept.
 /// A wrapper for [`imagec_via`] that runs imagec as the user nobody (needs root).

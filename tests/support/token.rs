@@ -4,6 +4,11 @@
 //! Rules: Basic auth with USER/PASSWORD is granted every requested action; wrong credentials get
 //! 401; anonymous requests get `pull` on `public/*` repositories only and an empty access list
 //! otherwise (like Docker Hub, the registry then answers 401 `insufficient_scope`).
+//!
+//! OAuth2 (distribution's `oauth.md`): a POST of `grant_type=refresh_token` with
+//! [`REFRESH_TOKEN`] is granted like USER; other refresh tokens are refused with 400
+//! `invalid_grant`, except `answer-404-html`, `answer-405` and `answer-200-html`, which get what
+//! realms that take no OAuth2 POST answer (an HTML 404 page, a 405, an HTML page with 200).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +30,9 @@ use super::{PASSWORD, USER};
 pub const SERVICE: &str = "imagec-test";
 /// The `iss` of every token; the registry trusts only this issuer.
 pub const ISSUER: &str = "imagec-test-issuer";
+/// The refresh token (an `identitytoken`) the token server grants like USER's password.
+pub const REFRESH_TOKEN: &str = "imagec-test-refresh-7f3a9c";
+
 /// Lifetime of a normal token, in seconds.
 const EXPIRES_IN: u64 = 300;
 /// How far in the past an "expired" token's `exp` lies: beyond the registry's 60 s leeway.
@@ -47,6 +55,9 @@ struct State {
     expire: Mutex<Vec<(Option<String>, usize)>>,
     only_access_token: AtomicBool,
     next_jti: AtomicU64,
+    /// The form of every POST, and the Basic user name of every GET that carried one.
+    posts: Mutex<Vec<Vec<(String, String)>>>,
+    basic_users: Mutex<Vec<String>>,
 }
 
 impl TokenServer {
@@ -68,6 +79,8 @@ impl TokenServer {
             expire: Mutex::new(Vec::new()),
             only_access_token: AtomicBool::new(false),
             next_jti: AtomicU64::new(1),
+            posts: Mutex::new(Vec::new()),
+            basic_users: Mutex::new(Vec::new()),
         }));
         let addr = httpd::serve(move |request| state.handle(request))
             .map_err(|e| format!("starting the token server: {e}"))?;
@@ -104,6 +117,23 @@ impl TokenServer {
     /// `scope_part` only.
     pub fn expire_next_for(&self, scope_part: &str, n: usize) {
         lock(&self.state.expire).push((Some(scope_part.to_string()), n));
+    }
+
+    /// The forms of the OAuth2 POSTs so far whose `refresh_token` is `refresh`.
+    pub fn posts_with(&self, refresh: &str) -> Vec<Vec<(String, String)>> {
+        lock(&self.state.posts)
+            .iter()
+            .filter(|form| {
+                form.iter()
+                    .any(|(k, v)| k == "refresh_token" && v == refresh)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The Basic user names GET requests have carried so far.
+    pub fn basic_users(&self) -> Vec<String> {
+        lock(&self.state.basic_users).clone()
     }
 
     /// Answer `{"access_token": …}` (the OAuth2 spelling) instead of `{"token": …}`.
@@ -162,14 +192,27 @@ impl State {
             .filter(|(name, _)| name == "scope")
             .flat_map(|(_, value)| value.split_whitespace().map(str::to_string))
             .collect();
+        if request.method == "POST" {
+            return self.oauth2(request);
+        }
         lock(&self.requests).push(scopes.clone());
-
         if request.method != "GET" {
-            return error_response(405, "UNSUPPORTED", "only GET is served");
+            return error_response(405, "UNSUPPORTED", "only GET and POST are served");
         }
         let service = query.iter().find(|(name, _)| name == "service");
         if service.map(|(_, v)| v.as_str()) != Some(SERVICE) {
             return error_response(400, "INVALID_REQUEST", "service must be imagec-test");
+        }
+        if let Some(user) = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| STANDARD.decode(b).ok())
+            .and_then(|raw| {
+                let raw = String::from_utf8_lossy(&raw).into_owned();
+                raw.split_once(':').map(|(u, _)| u.to_string())
+            })
+        {
+            lock(&self.basic_users).push(user);
         }
         let subject = match request.header("authorization") {
             None => None,
@@ -178,15 +221,72 @@ impl State {
                 return error_response(401, "UNAUTHORIZED", "incorrect username or password")
             }
         };
+        self.issue(&scopes, subject, "token")
+    }
+
+    /// OAuth2's refresh-token grant: the form's fields, the refresh token checked.
+    fn oauth2(&self, request: &Request) -> Response {
+        let form = request.form();
+        lock(&self.posts).push(form.clone());
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let scopes: Vec<String> = form
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split_whitespace().map(str::to_string))
+            .collect();
+        lock(&self.requests).push(scopes.clone());
+        let html = |status: u16| Response {
+            status,
+            headers: vec![("Content-Type".into(), "text/html".into())],
+            body: b"<html><body><h1>Not Found</h1></body></html>".to_vec(),
+        };
+        match field("refresh_token") {
+            Some("answer-404-html") => return html(404),
+            Some("answer-200-html") => return html(200),
+            Some("answer-405") => return error_response(405, "UNSUPPORTED", "no POST here"),
+            _ => {}
+        }
+        let oauth_error = |status: u16, error: &str, description: &str| {
+            Response::json(
+                status,
+                &json!({ "error": error, "error_description": description }),
+            )
+        };
+        if field("grant_type") != Some("refresh_token") {
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "only refresh_token is granted",
+            );
+        }
+        if field("service") != Some(SERVICE) {
+            return oauth_error(400, "invalid_request", "service must be imagec-test");
+        }
+        if field("client_id").is_none_or(str::is_empty) {
+            return oauth_error(400, "invalid_request", "client_id is required");
+        }
+        if field("refresh_token") != Some(REFRESH_TOKEN) {
+            return oauth_error(400, "invalid_grant", "the refresh token has expired");
+        }
+        self.issue(&scopes, Some(USER), "access_token")
+    }
+
+    /// A signed token granting `scopes` to `subject` (anonymous: public pulls only), in a
+    /// JSON answer under `key` (`token`, or OAuth2's `access_token`).
+    fn issue(&self, scopes: &[String], subject: Option<&str>, key: &str) -> Response {
         let mut access = Vec::new();
-        for scope in &scopes {
+        for scope in scopes {
             let Some(grant) = grant(scope, subject.is_some()) else {
                 return error_response(400, "INVALID_SCOPE", &format!("malformed scope {scope:?}"));
             };
             access.extend(grant);
         }
 
-        let expired = self.take_expiry(&scopes);
+        let expired = self.take_expiry(scopes);
         let now = unix_now();
         let exp = if expired {
             now - EXPIRED_AGO
@@ -210,7 +310,7 @@ impl State {
         let key = if self.only_access_token.load(Ordering::SeqCst) {
             "access_token"
         } else {
-            "token"
+            key
         };
         Response::json(
             200,
