@@ -485,9 +485,13 @@ fn an_identitytoken_is_an_oauth2_refresh_token_posted_to_the_realm() {
     let dest = fresh_dest();
     let out = run(cmd.args(["pull", "-v", "--dest"]).arg(&dest).arg(&name)).expect(0);
     entry(&dest, &name);
+    // Other tests post the same refresh token in parallel: this pull's POST names its repo.
     let posts = ts.posts_with(REFRESH_TOKEN);
     assert!(posts.len() > before, "no OAuth2 POST: {}", out.stderr);
-    let form = posts.last().unwrap();
+    let form = posts
+        .iter()
+        .find(|f| f.iter().any(|(k, v)| k == "scope" && v.contains(repo)))
+        .unwrap_or_else(|| panic!("no POST for {repo}: {posts:?}"));
     let field = |k: &str| {
         form.iter()
             .find(|(n, _)| n == k)
