@@ -399,3 +399,45 @@ fn a_body_that_ends_early_without_an_error_is_resumed() {
     assert_eq!(proxy.requests("GET", &blob(&layer)), 2);
     assert_eq!(proxy.body_bytes(&blob(&layer)), layer.data.len() as u64);
 }
+
+/// Docker Hub's rate limit: a 429 `TOOMANYREQUESTS` with `ratelimit-*` headers is retried, and
+/// when the attempts run out the message says the registry is rate limiting, with its figures
+/// and what helps; `-v` shows the headers on each manifest answer.
+#[test]
+fn a_rate_limit_says_so_with_the_registrys_figures() {
+    let layer = random_layer(5110, 20_000);
+    let img = image(Format::Docker, "linux", "amd64", vec![layer]);
+    let (proxy, name, dest) = setup("resilience/rate-limited", &img);
+    proxy.serve(
+        "/manifests/",
+        429,
+        &[
+            ("Content-Type", "application/json"),
+            ("RateLimit-Limit", "100;w=21600"),
+            ("RateLimit-Remaining", "0;w=21600"),
+        ],
+        br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#
+            .to_vec(),
+    );
+    let out = run(imagec()
+        .env("IMAGEC_RETRY_BASE_MS", "0")
+        .args(["pull", "-v", "--retries", "2", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(1);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    for needle in [
+        "after 2 attempts",
+        "HTTP 429: TOOMANYREQUESTS: You have reached your pull rate limit.",
+        "the registry is rate limiting pulls (ratelimit-limit: 100;w=21600, ratelimit-remaining: 0;w=21600)",
+        "log in (a higher limit), or pull through a mirror",
+    ] {
+        assert!(last.contains(needle), "{needle}: {}", out.stderr);
+    }
+    assert!(
+        out.stderr
+            .contains("rate limit: ratelimit-limit 100;w=21600, ratelimit-remaining 0;w=21600"),
+        "{}",
+        out.stderr
+    );
+}

@@ -67,6 +67,7 @@ impl Endpoint {
                     body: ErrorBody::default(),
                     retry_after: header(&resp, "retry-after")
                         .and_then(crate::registry::retry::parse_retry_after),
+                    rate_limit: None,
                 })
             }
             _ => {

@@ -83,6 +83,36 @@ impl fmt::Display for ErrorBody {
     }
 }
 
+/// A registry's rate-limit headers on a 429 (Docker Hub: `ratelimit-limit: 100;w=21600`,
+/// `ratelimit-remaining: 0;w=21600`, the window in seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: Option<String>,
+    pub remaining: Option<String>,
+}
+
+/// `; the registry is rate limiting (...)`, with the figures it sent and what helps.
+fn rate_hint(rate: Option<&RateLimit>) -> String {
+    let Some(rate) = rate else {
+        return String::new();
+    };
+    let figures: Vec<String> = [
+        ("ratelimit-limit", &rate.limit),
+        ("ratelimit-remaining", &rate.remaining),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+    .collect();
+    let figures = if figures.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", figures.join(", "))
+    };
+    format!(
+        "; the registry is rate limiting pulls{figures}: wait, log in (a higher limit), or pull through a mirror"
+    )
+}
+
 fn suffix(body: &ErrorBody) -> String {
     let s = body.to_string();
     if s.is_empty() {
@@ -107,13 +137,15 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{method} {url}: HTTP {status}{}", suffix(body))]
+    #[error("{method} {url}: HTTP {status}{}{}", suffix(body), rate_hint(rate_limit.as_deref()))]
     Status {
         method: &'static str,
         url: String,
         status: u16,
         body: ErrorBody,
         retry_after: Option<std::time::Duration>,
+        /// For a 429: the limit headers the registry sent (Docker Hub's `ratelimit-*`).
+        rate_limit: Option<Box<RateLimit>>,
     },
     #[error("{url}: authentication required (HTTP 401{}){}", suffix(body), hint(*has_credentials))]
     Unauthorized {

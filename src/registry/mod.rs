@@ -167,6 +167,18 @@ impl Registry {
             let auth = ep.authorization(&self.http, &scope)?;
             let mut resp = self.http.send(method, &url, headers, auth.as_ref())?;
             let status = resp.status().as_u16();
+            if path.starts_with("manifests/") {
+                // What Docker Hub counts: a manifest GET (SPEC: Networks, `-v`).
+                let limit = header(&resp, "ratelimit-limit");
+                let remaining = header(&resp, "ratelimit-remaining");
+                if limit.is_some() || remaining.is_some() {
+                    log::info!(
+                        "rate limit: ratelimit-limit {}, ratelimit-remaining {}",
+                        limit.unwrap_or("-"),
+                        remaining.unwrap_or("-")
+                    );
+                }
+            }
             if (200..300).contains(&status) {
                 return Ok(resp);
             }
@@ -211,6 +223,12 @@ impl Registry {
                     })
                 }
                 _ => {
+                    let rate_limit = (status == 429).then(|| {
+                        Box::new(errors::RateLimit {
+                            limit: header(&resp, "ratelimit-limit").map(str::to_string),
+                            remaining: header(&resp, "ratelimit-remaining").map(str::to_string),
+                        })
+                    });
                     return Err(RegistryError::Status {
                         method: method.as_str(),
                         url: url.clone(),
@@ -218,7 +236,8 @@ impl Registry {
                         body,
                         retry_after: header(&resp, "retry-after")
                             .and_then(crate::registry::retry::parse_retry_after),
-                    })
+                        rate_limit,
+                    });
                 }
             }
         }
