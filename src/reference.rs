@@ -45,11 +45,7 @@ impl Reference {
     }
     /// Host[:port] the registry API is served at (`registry-1.docker.io` for docker.io).
     pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
+        api_host_of(&self.registry)
     }
     /// `library/alpine`, `team/app`.
     pub fn repository(&self) -> &str {
@@ -351,6 +347,16 @@ fn check_tag(tag: &str) -> Result<&str, String> {
         ));
     }
     Ok(tag)
+}
+
+/// The host that answers `/v2/` for a registry as references name it (Docker Hub's is
+/// `registry-1.docker.io`).
+pub fn api_host_of(registry: &str) -> &str {
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_API
+    } else {
+        registry
+    }
 }
 
 #[cfg(test)]

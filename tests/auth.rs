@@ -290,7 +290,7 @@ fn tls_with_private_ca() {
     // The next step is named, once.
     assert!(
         out.stderr.contains(
-            "pass that CA with --ca-cert FILE, or skip verification with --insecure-skip-verify"
+            "pass that CA with --ca-cert FILE (or put it in a certs.d directory: --cert-dir DIR, DIR/HOST[:PORT]/ca.crt), or skip verification with --insecure-skip-verify"
         ),
         "{}",
         out.stderr

@@ -253,6 +253,9 @@ pub struct RegistryArgs {
     /// Extra trusted CA certificate (PEM); may be repeated
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
+    /// A certs.d tree: DIR/HOST[:PORT]/ holds *.crt CAs and NAME.cert + NAME.key client pairs [default: /etc/containers/certs.d, then /etc/docker/certs.d]
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
     /// Do not verify the registry's TLS certificate
     #[arg(long)]
     pub insecure_skip_verify: bool,

@@ -39,6 +39,8 @@ pub enum UsageError {
     NoAuthFile(PathBuf),
     #[error("--ca-cert {0}: no such file")]
     NoCaCert(PathBuf),
+    #[error("--cert-dir {0}: no such directory")]
+    NoCertDir(PathBuf),
     #[error("-u/--password-stdin is for one registry, but the references name several ({0}); put their credentials in an auth file (--auth-file)")]
     CredentialsForSeveral(String),
 }
@@ -101,6 +103,11 @@ impl Settings {
                 return Err(UsageError::NoCaCert(ca.clone()));
             }
         }
+        if let Some(d) = &a.cert_dir {
+            if !d.is_dir() {
+                return Err(UsageError::NoCertDir(d.clone()));
+            }
+        }
         Ok(Settings {
             output,
             verbose: a.verbose,
@@ -115,6 +122,20 @@ impl Settings {
                     connect_timeout: env.connect_timeout.unwrap_or(http::CONNECT_TIMEOUT),
                     read_timeout: env.stall_timeout.unwrap_or(http::READ_TIMEOUT),
                     proxy: env.proxy.clone(),
+                    cert_dirs: match &a.cert_dir {
+                        Some(d) => vec![d.clone()],
+                        None => crate::registry::certs::SYSTEM_CERT_DIRS
+                            .iter()
+                            .map(PathBuf::from)
+                            .collect(),
+                    },
+                    hosts: {
+                        let mut hosts: Vec<String> =
+                            registries.iter().map(|r| r.to_string()).collect();
+                        hosts.sort();
+                        hosts.dedup();
+                        hosts
+                    },
                 },
                 credentials: credentials(a, registries, &env)?,
                 allow_http: a.insecure_allow_http,

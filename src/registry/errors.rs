@@ -269,7 +269,16 @@ fn transport_hint(e: &ureq::Error) -> &'static str {
     match super::http::tls_problem(e) {
         Some(TlsProblem::UnknownIssuer) => {
             "; the certificate is signed by an authority this machine does not trust: \
-             pass that CA with --ca-cert FILE, or skip verification with --insecure-skip-verify"
+             pass that CA with --ca-cert FILE (or put it in a certs.d directory: --cert-dir DIR, \
+             DIR/HOST[:PORT]/ca.crt), or skip verification with --insecure-skip-verify"
+        }
+        Some(TlsProblem::ClientCertRequired) => {
+            "; the registry asks for a client certificate: put NAME.cert and NAME.key in a \
+             certs.d directory for it (--cert-dir DIR: DIR/HOST[:PORT]/, or \
+             /etc/containers/certs.d/HOST[:PORT]/)"
+        }
+        Some(TlsProblem::ClientCertRefused) => {
+            "; the registry refused the client certificate (not signed by a CA it trusts)"
         }
         Some(TlsProblem::BadCertificate) => {
             "; to pull anyway, skip verification with --insecure-skip-verify"

@@ -1,6 +1,7 @@
 //! The one HTTP agent: TLS roots, timeouts, User-Agent, and redirects followed by hand so that
 //! credentials never reach another origin (SPEC: Registry protocol, last rule).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use ureq::http::{Response, StatusCode};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Body;
 
+use super::certs::pem_certs;
 use super::errors::RegistryError;
 use crate::registry::credentials::Secret;
 
@@ -25,6 +27,11 @@ pub struct HttpSettings {
     /// The proxy, as the settings read it from the environment (ureq would otherwise read the
     /// environment itself, unseen).
     pub proxy: Option<ureq::Proxy>,
+    /// certs.d trees (`--cert-dir`, else [`super::certs::SYSTEM_CERT_DIRS`]), read per host.
+    pub cert_dirs: Vec<PathBuf>,
+    /// The registries the run talks to (`host[:port]` as references name them): each one with
+    /// a certs.d directory gets its own TLS setup.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +44,12 @@ pub enum TlsSetupError {
     },
     #[error("--ca-cert {path}: not a PEM certificate file (no BEGIN CERTIFICATE block)")]
     Empty { path: PathBuf },
-    #[error("--ca-cert {path}: not a PEM certificate file: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: ureq::Error,
-    },
+    #[error("--ca-cert {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("certs.d {path}: {reason}")]
+    CertDir { path: PathBuf, reason: String },
+    #[error("certs.d: {found} has no {missing} beside it (a client certificate needs its key, and a key its certificate)")]
+    UnpairedClientFile { found: PathBuf, missing: PathBuf },
 }
 
 /// A connect attempt that takes longer than this is a dead host; with the default attempts
@@ -56,6 +63,9 @@ const MAX_REDIRECTS: usize = 10;
 
 pub struct Http {
     agent: ureq::Agent,
+    /// Agents for hosts with a certs.d directory (their CAs, their client certificate), by
+    /// the authority URLs name them with (`host[:port]`, lowercase).
+    by_host: HashMap<String, ureq::Agent>,
     /// `--timeout` bounds the whole run: each request gets what is left of it, and ureq keeps
     /// counting while the body is read.
     deadline: Option<(Instant, Duration)>,
@@ -78,26 +88,61 @@ impl Method {
 
 impl Http {
     pub fn new(settings: &HttpSettings) -> Result<Http, TlsSetupError> {
-        let mut tls = TlsConfig::builder().disable_verification(settings.insecure_skip_verify);
-        if !settings.ca_certs.is_empty() {
-            tls = tls.root_certs(root_certs_with(&settings.ca_certs)?);
+        let tls = || TlsConfig::builder().disable_verification(settings.insecure_skip_verify);
+        let roots = if settings.ca_certs.is_empty() {
+            None
+        } else {
+            Some(root_certs_with(&settings.ca_certs)?)
+        };
+        let mut by_host = HashMap::new();
+        for host in &settings.hosts {
+            let Some(found) = super::certs::for_host(&settings.cert_dirs, host)? else {
+                continue;
+            };
+            let mut certs = match &roots {
+                Some(r) => r.clone(),
+                None => root_certs_with(&[])?,
+            };
+            let n = found.cas.len();
+            certs.extend(found.cas);
+            let (client, pair) = found.client.unzip();
+            let host_tls = tls()
+                .root_certs(RootCerts::new_with_certs(&certs))
+                .client_cert(pair);
+            log::info!(
+                "{host}: TLS from {} ({n} CA certificate{}{})",
+                found.dir.display(),
+                if n == 1 { "" } else { "s" },
+                client
+                    .map(|p| format!(", client certificate {}", p.display()))
+                    .unwrap_or_default()
+            );
+            let key = crate::reference::api_host_of(host).to_ascii_lowercase();
+            by_host.insert(key, agent_with(settings, host_tls.build()));
         }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .user_agent(format!("imagec/{}", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(settings.connect_timeout))
-            .timeout_per_read(Some(settings.read_timeout))
-            .tls_config(tls.build())
-            .proxy(settings.proxy.clone())
-            .build();
+        let mut tls = tls();
+        if let Some(r) = roots {
+            tls = tls.root_certs(RootCerts::new_with_certs(&r));
+        }
         Ok(Http {
-            agent: config.into(),
+            agent: agent_with(settings, tls.build()),
+            by_host,
             deadline: settings
                 .timeout
                 .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
         })
+    }
+
+    /// The agent for a URL: its host's own, when it has a certs.d directory.
+    fn agent_for(&self, url: &str) -> &ureq::Agent {
+        let authority = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        self.by_host.get(&authority).unwrap_or(&self.agent)
     }
 
     /// What is left of `--timeout` for a request about to be sent (None without one); an
@@ -122,7 +167,7 @@ impl Http {
     pub fn post_form(&self, url: &str, form: &Secret) -> Result<Response<Body>, RegistryError> {
         let start = Instant::now();
         let mut req = self
-            .agent
+            .agent_for(url)
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded");
         if let Some(left) = self.time_left("POST", url)? {
@@ -160,8 +205,8 @@ impl Http {
             let same_origin = origin_of(&current) == origin;
             let start = Instant::now();
             let mut req = match method {
-                Method::Get => self.agent.get(&current),
-                Method::Head => self.agent.head(&current),
+                Method::Get => self.agent_for(&current).get(&current),
+                Method::Head => self.agent_for(&current).head(&current),
             };
             for (k, v) in headers {
                 req = req.header(*k, v);
@@ -224,8 +269,23 @@ impl Http {
     }
 }
 
+/// An agent with imagec's settings and this TLS setup.
+fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(format!("imagec/{}", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(settings.connect_timeout))
+        .timeout_per_read(Some(settings.read_timeout))
+        .tls_config(tls)
+        .proxy(settings.proxy.clone())
+        .build()
+        .into()
+}
+
 /// The system's trusted roots (Debian's bundle), Mozilla's, and the user's `--ca-cert` files.
-fn root_certs_with(extra: &[PathBuf]) -> Result<RootCerts, TlsSetupError> {
+fn root_certs_with(extra: &[PathBuf]) -> Result<Vec<Certificate<'static>>, TlsSetupError> {
     let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .map(|c| Certificate::from_der(c.as_ref()).to_owned())
@@ -238,26 +298,16 @@ fn root_certs_with(extra: &[PathBuf]) -> Result<RootCerts, TlsSetupError> {
             path: path.clone(),
             source,
         })?;
-        let found = pem_certs(&pem).map_err(|source| TlsSetupError::Parse {
+        let found = pem_certs(&pem).map_err(|reason| TlsSetupError::Parse {
             path: path.clone(),
-            source,
+            reason,
         })?;
         if found.is_empty() {
             return Err(TlsSetupError::Empty { path: path.clone() });
         }
         certs.extend(found);
     }
-    Ok(RootCerts::new_with_certs(&certs))
-}
-
-fn pem_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, ureq::Error> {
-    let mut out = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        if let ureq::tls::PemItem::Certificate(c) = item? {
-            out.push(c);
-        }
-    }
-    Ok(out)
+    Ok(certs)
 }
 
 /// What went wrong in a TLS handshake, where the user can do something about it.
@@ -270,6 +320,11 @@ pub enum TlsProblem {
     /// The server answered the ClientHello with something that is not TLS: it speaks plain
     /// HTTP on this port (rustls: "received corrupt message of type InvalidContentType").
     NotTls,
+    /// The server wants a client certificate and got none (TLS 1.3's certificate_required
+    /// alert; a bad_certificate one for an empty certificate under TLS 1.2).
+    ClientCertRequired,
+    /// The server does not trust the client certificate sent (unknown_ca).
+    ClientCertRefused,
 }
 
 /// Classify a ureq error as a TLS problem. ureq hands rustls's errors over either as its
@@ -287,6 +342,13 @@ pub fn tls_problem(e: &ureq::Error) -> Option<TlsProblem> {
         rustls::Error::InvalidCertificate(_) => Some(TlsProblem::BadCertificate),
         rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
             Some(TlsProblem::NotTls)
+        }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate,
+        ) => Some(TlsProblem::ClientCertRequired),
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA) => {
+            Some(TlsProblem::ClientCertRefused)
         }
         _ => None,
     }

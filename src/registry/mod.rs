@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod blobs;
+pub mod certs;
 pub mod challenge;
 pub mod credentials;
 pub mod errors;

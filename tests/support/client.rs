@@ -27,6 +27,21 @@ pub fn agent_trusting(ca_pem: &Path) -> Agent {
     )
 }
 
+/// [`agent_trusting`], presenting a client certificate.
+pub fn agent_with_client_cert(ca_pem: &Path, cert: &Path, key: &Path) -> Agent {
+    let read =
+        |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let ca = Certificate::from_pem(&read(ca_pem)).expect("the test CA");
+    let chain = Certificate::from_pem(&read(cert)).expect("the client certificate");
+    let key = ureq::tls::PrivateKey::from_pem(&read(key)).expect("the client key");
+    build(
+        TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&[ca]))
+            .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&[chain], key)))
+            .build(),
+    )
+}
+
 fn build(tls: TlsConfig) -> Agent {
     Agent::config_builder()
         .http_status_as_error(false)

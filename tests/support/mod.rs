@@ -64,8 +64,11 @@ pub struct World {
     basic: Registry,
     token: Registry,
     tls: Registry,
+    mtls: Registry,
     token_server: TokenServer,
     ca_cert: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
     storage: PathBuf,
 }
 
@@ -110,29 +113,43 @@ impl World {
         let tls = registry::Tls {
             cert: &pki.server_cert,
             key: &pki.server_key,
+            clients: None,
+        };
+        let mtls = registry::Tls {
+            cert: &pki.server_cert,
+            key: &pki.server_key,
+            clients: Some(registry::ClientTls {
+                ca: &pki.ca_cert,
+                cert: &pki.client_cert,
+                key: &pki.client_key,
+            }),
         };
         let start = |name: &str, auth: &registry::Auth, tls: Option<&registry::Tls>| {
             Registry::start(&dir, name, &storage, auth, tls, &pki.ca_cert)
         };
         // Started side by side: each takes a few hundred milliseconds to come up.
-        let (plain, basic, token, tls) = std::thread::scope(|s| {
+        let (plain, basic, token, tls, mtls) = std::thread::scope(|s| {
             let plain = s.spawn(|| start("plain", &registry::Auth::None, None));
             let basic = s.spawn(|| start("basic", &registry::Auth::Htpasswd(&htpasswd), None));
             let token = s.spawn(|| start("token", &token_auth, None));
             let tls = s.spawn(|| start("tls", &registry::Auth::None, Some(&tls)));
+            let mtls = s.spawn(|| start("mtls", &registry::Auth::None, Some(&mtls)));
             let join = |h: std::thread::ScopedJoinHandle<'_, Result<Registry, String>>| {
                 h.join()
                     .unwrap_or_else(|_| Err("a registry start panicked".to_string()))
             };
-            (join(plain), join(basic), join(token), join(tls))
+            (join(plain), join(basic), join(token), join(tls), join(mtls))
         });
         Ok(World {
             plain: plain?,
             basic: basic?,
             token: token?,
             tls: tls?,
+            mtls: mtls?,
             token_server,
             ca_cert: pki.ca_cert.clone(),
+            client_cert: pki.client_cert.clone(),
+            client_key: pki.client_key.clone(),
             storage,
         })
     }
@@ -155,6 +172,16 @@ impl World {
     /// HTTPS without auth; its certificate (127.0.0.1, localhost) is signed by the test CA.
     pub fn tls(&self) -> &Registry {
         &self.tls
+    }
+
+    /// HTTPS that requires a client certificate signed by the test CA.
+    pub fn mtls(&self) -> &Registry {
+        &self.mtls
+    }
+
+    /// The client pair the test CA signed, as PEM files (`client.cert`, `client.key`).
+    pub fn client_pair(&self) -> (&Path, &Path) {
+        (&self.client_cert, &self.client_key)
     }
 
     /// PEM of the test CA.

@@ -16,6 +16,10 @@ pub struct Pki {
     /// PEM certificate (SANs 127.0.0.1 and localhost) and PKCS#8 key of the TLS registry.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// A client certificate (clientAuth) and its key, signed by the CA: for the registry that
+    /// requires client TLS, named as certs.d names a pair.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
     /// DER of the token signing certificate, sent in each token's `x5c` header.
     pub signing_cert_der: Vec<u8>,
     /// PKCS#8 DER of the P-256 key that signs tokens (ES256).
@@ -52,6 +56,15 @@ impl Pki {
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server_params.signed_by(&server_key, &ca).map_err(err)?;
 
+        let client_key = KeyPair::generate().map_err(err)?;
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "imagec test client");
+        client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &ca).map_err(err)?;
+
         // The registry verifies the x5c chain against rootcertbundle with ExtKeyUsageAny, so
         // the signing certificate needs nothing beyond being issued by the CA.
         let signing_key = KeyPair::generate().map_err(err)?;
@@ -66,6 +79,8 @@ impl Pki {
             ca_cert: dir.join("ca.pem"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server-key.pem"),
+            client_cert: dir.join("client.cert"),
+            client_key: dir.join("client.key"),
             signing_cert_der: signing_cert.der().to_vec(),
             signing_key_pkcs8: signing_key.serialize_der(),
         };
@@ -75,6 +90,8 @@ impl Pki {
         write(&pki.ca_cert, ca_cert.pem())?;
         write(&pki.server_cert, server_cert.pem())?;
         write(&pki.server_key, server_key.serialize_pem())?;
+        write(&pki.client_cert, client_cert.pem())?;
+        write(&pki.client_key, client_key.serialize_pem())?;
         Ok(pki)
     }
 }

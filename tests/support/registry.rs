@@ -28,6 +28,15 @@ pub enum Auth<'a> {
 pub struct Tls<'a> {
     pub cert: &'a Path,
     pub key: &'a Path,
+    /// Require client certificates signed by this CA (`http.tls.clientcas`), and the pair
+    /// the readiness check presents.
+    pub clients: Option<ClientTls<'a>>,
+}
+
+pub struct ClientTls<'a> {
+    pub ca: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
 }
 
 pub struct Registry {
@@ -90,7 +99,7 @@ impl Registry {
             _lifeline: lifeline,
             _wrapper: wrapper,
         };
-        registry.wait_until_answering(ca)?;
+        registry.wait_until_answering(ca, tls.and_then(|t| t.clients.as_ref()))?;
         Ok(registry)
     }
 
@@ -134,8 +143,11 @@ impl Registry {
             .count()
     }
 
-    fn wait_until_answering(&self, ca: &Path) -> Result<(), String> {
-        let agent = client::agent_trusting(ca);
+    fn wait_until_answering(&self, ca: &Path, clients: Option<&ClientTls>) -> Result<(), String> {
+        let agent = match clients {
+            Some(c) => client::agent_with_client_cert(ca, c.cert, c.key),
+            None => client::agent_trusting(ca),
+        };
         let url = self.url("/v2/");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -239,6 +251,9 @@ http:
             quote(tls.cert),
             quote(tls.key)
         ));
+        if let Some(c) = &tls.clients {
+            text.push_str(&format!("    clientcas:\n      - {}\n", quote(c.ca)));
+        }
     }
     match auth {
         Auth::None => {}
