@@ -1,6 +1,6 @@
 //! `imagec save` against the real registry, read back by the tools users load archives with:
-//! skopeo (`docker-archive:`, `oci-archive:`), podman (`load`, vfs storage), with two images
-//! sharing a base layer (SPEC: save).
+//! skopeo (`docker-archive:`, `oci-archive:`), podman (`load`, vfs storage) and docker (`load`,
+//! a private dockerd), with two images sharing a base layer (SPEC: save).
 
 mod support;
 
@@ -258,4 +258,129 @@ fn ctrl_c_stops_a_save_at_the_next_chunk() {
         "the whole archive was written: {} bytes",
         first.len() + rest.len()
     );
+}
+
+/// A private Docker daemon for one test: its own data root, exec root and socket, vfs storage,
+/// no networking. Stopped (SIGTERM, then SIGKILL) when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    socket: String,
+    made_run_docker: bool,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dockerd = ["/usr/sbin/dockerd", "/usr/bin/dockerd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("dockerd is needed by the tests (Debian's docker.io; see .ci/run)");
+        let root = world().temp_dir();
+        let socket = format!("unix://{}", root.join("d.sock").display());
+        // dockerd makes /run/docker/plugins whatever --exec-root says: removed again if new.
+        let made_run_docker = !Path::new("/run/docker").exists();
+        let child = Command::new(dockerd)
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("docker.pid"))
+            .args(["-H", &socket])
+            .args([
+                "--storage-driver=vfs",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--ip-forward=false",
+                "--ip-masq=false",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(root.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("starting dockerd");
+        let d = Dockerd {
+            child,
+            socket,
+            made_run_docker,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !d.docker(&["info"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd did not answer: {}",
+                std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.socket])
+            .args(args)
+            .env("DOCKER_CONFIG", world().temp_dir())
+            .output()
+            .expect("docker (the client) is needed by the tests; see .ci/run")
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.made_run_docker {
+            let _ = std::fs::remove_dir_all("/run/docker");
+        }
+    }
+}
+
+/// `docker load` (a real daemon, started by the test) reads what save wrote: both tags, the
+/// layers checked against the config's diff_ids by the daemon itself.
+#[test]
+fn docker_load_reads_the_archive() {
+    let (na, nb, a, b) = two_images_sharing_a_base("save/docker");
+    let file = world().temp_dir().join("images.tar");
+    run(imagec()
+        .args(["save", "-q", "--dest"])
+        .arg(world().temp_dir().join("store"))
+        .arg("-o")
+        .arg(&file)
+        .arg(&na)
+        .arg(&nb))
+    .expect(0);
+    let docker = Dockerd::start();
+    let out = docker.docker(&["load", "-i", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, img) in [(&na, &a), (&nb, &b)] {
+        assert!(said.contains(&format!("Loaded image: {name}")), "{said}");
+        let out = docker.docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let layers: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(layers, img.diff_ids, "{name}");
+    }
 }
