@@ -134,6 +134,7 @@ pub fn registry_code(e: &RegistryError) -> u8 {
         RegistryError::RefreshTokenRefused { .. } => FAILURE,
         RegistryError::TokenRefused { .. } => FAILURE,
         RegistryError::NotFound { .. } => NOT_FOUND,
+        RegistryError::Blocked { .. } => USAGE,
         RegistryError::Retried { source, .. } => registry_code(source),
         RegistryError::Transport { .. }
         | RegistryError::Body { .. }

@@ -62,6 +62,8 @@ pub trait Reporter: Send + Sync {
     fn blob_done(&self, _digest: &Digest, _size: u64) {}
     /// The blob was already in the store; nothing is downloaded.
     fn blob_skipped(&self, _digest: &Digest, _size: u64) {}
+    /// Something the user should know that does not stop the command (a mirror dropped).
+    fn warning(&self, _message: &str) {}
     /// A transient failure; the operation will be tried again after `delay`.
     fn retrying(&self, _what: &str, _attempt: u32, _delay: Duration, _error: &str) {}
 }

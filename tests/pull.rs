@@ -545,6 +545,7 @@ fn quiet_and_json_and_plain_progress_output() {
         "layers",
         "bytes_downloaded",
         "elapsed_ms",
+        "mirror",
     ];
     want.sort();
     let mut got = keys.clone();
@@ -552,6 +553,7 @@ fn quiet_and_json_and_plain_progress_output() {
     assert_eq!(got, want);
     assert_eq!(r["reference"], name.as_str());
     assert_eq!(r["platform"], "linux/amd64");
+    assert_eq!(r["mirror"], serde_json::Value::Null);
     let layers = r["layers"].as_array().unwrap();
     assert_eq!(layers.len(), img.layers.len());
     for (l, b) in layers.iter().zip(&img.layers) {

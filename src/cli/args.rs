@@ -253,6 +253,12 @@ pub struct RegistryArgs {
     /// Extra trusted CA certificate (PEM); may be repeated
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
+    /// Try this mirror first for references on REGISTRY (REGISTRY=URL; repeatable, in order; http:// allows plain HTTP, a path is a repository prefix)
+    #[arg(long, value_name = "REGISTRY=URL")]
+    pub mirror: Vec<String>,
+    /// containers' registries.conf for mirrors and locations [default: $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf and registries.conf.d/]
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
     /// A certs.d tree: DIR/HOST[:PORT]/ holds *.crt CAs and NAME.cert + NAME.key client pairs [default: /etc/containers/certs.d, then /etc/docker/certs.d]
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,

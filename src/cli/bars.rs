@@ -465,6 +465,9 @@ impl Reporter for BarReporter {
             self.line(&retry_line(what, attempt, delay, error));
         }
     }
+    fn warning(&self, message: &str) {
+        self.line(&format!("imagec: warning: {message}"));
+    }
 }
 
 #[cfg(test)]

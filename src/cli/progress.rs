@@ -59,7 +59,11 @@ pub(crate) fn eprint_line(line: &str) {
 /// Errors and warnings only (`-v` lines still come through the logger).
 pub struct QuietReporter;
 
-impl Reporter for QuietReporter {}
+impl Reporter for QuietReporter {
+    fn warning(&self, message: &str) {
+        eprint_line(&format!("imagec: warning: {message}"));
+    }
+}
 
 /// Plain lines for logs.
 pub struct PlainReporter {
@@ -158,6 +162,9 @@ impl Reporter for PlainReporter {
     }
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         eprint_line(&retry_line(what, attempt, delay, error));
+    }
+    fn warning(&self, message: &str) {
+        eprint_line(&format!("imagec: warning: {message}"));
     }
 }
 

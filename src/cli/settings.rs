@@ -41,6 +41,10 @@ pub enum UsageError {
     NoCaCert(PathBuf),
     #[error("--cert-dir {0}: no such directory")]
     NoCertDir(PathBuf),
+    #[error("{0}")]
+    Mirror(String),
+    #[error(transparent)]
+    RegistriesConf(#[from] crate::registry::registries_conf::ConfError),
     #[error("-u/--password-stdin is for one registry, but the references name several ({0}); put their credentials in an auth file (--auth-file)")]
     CredentialsForSeveral(String),
 }
@@ -141,9 +145,63 @@ impl Settings {
                 allow_http: a.insecure_allow_http,
                 attempts: a.retries,
                 retry_base: env.retry_base.unwrap_or(retry::DEFAULT_BASE),
+                mirrors: mirror_rules(a, &env)?,
             },
         })
     }
+}
+
+/// The registries.conf files to read: `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF`,
+/// else `/etc/containers/registries.conf` and `registries.conf.d/*.conf` (in name order) when
+/// present, as containers/image reads them.
+fn registries_conf_files(a: &RegistryArgs, env: &Env) -> Result<Vec<PathBuf>, UsageError> {
+    if let Some(f) = a.registries_conf.as_ref().or(env.registries_conf.as_ref()) {
+        if !f.is_file() {
+            return Err(UsageError::RegistriesConf(
+                crate::registry::registries_conf::ConfError {
+                    path: f.clone(),
+                    reason: "no such file".into(),
+                },
+            ));
+        }
+        return Ok(vec![f.clone()]);
+    }
+    let main = PathBuf::from("/etc/containers/registries.conf");
+    let mut files: Vec<PathBuf> = Vec::new();
+    if main.is_file() {
+        files.push(main);
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/containers/registries.conf.d") {
+        let mut dropins: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        dropins.sort();
+        files.extend(dropins);
+    }
+    Ok(files)
+}
+
+/// registries.conf's rules, with `--mirror` flags' mirrors ahead of a rule's own for the
+/// same registry.
+fn mirror_rules(
+    a: &RegistryArgs,
+    env: &Env,
+) -> Result<Vec<crate::registry::hosts::Rule>, UsageError> {
+    use crate::registry::hosts::{parse_mirror_flag, Rule};
+    let mut rules = crate::registry::registries_conf::load(&registries_conf_files(a, env)?)?;
+    for flag in a.mirror.iter().rev() {
+        let (registry, mirror) = parse_mirror_flag(flag).map_err(UsageError::Mirror)?;
+        match rules.iter_mut().find(|r| r.prefix == registry) {
+            Some(rule) => rule.mirrors.insert(0, mirror),
+            None => rules.push(Rule {
+                prefix: registry,
+                mirrors: vec![mirror],
+                ..Default::default()
+            }),
+        }
+    }
+    Ok(rules)
 }
 
 impl ImageSettings {
@@ -190,6 +248,7 @@ pub struct Env {
     connect_timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
     tags_page: Option<usize>,
+    registries_conf: Option<PathBuf>,
 }
 
 impl Env {
@@ -218,6 +277,7 @@ impl Env {
             retry_base: millis("IMAGEC_RETRY_BASE_MS"),
             connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
             stall_timeout: millis("IMAGEC_STALL_TIMEOUT_MS"),
+            registries_conf: path("CONTAINERS_REGISTRIES_CONF"),
             tags_page: std::env::var("IMAGEC_TAGS_PAGE")
                 .ok()
                 .and_then(|v| v.parse().ok())

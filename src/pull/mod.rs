@@ -55,6 +55,8 @@ pub struct PullReport {
     pub layers: Vec<LayerReport>,
     pub bytes_downloaded: u64,
     pub elapsed_ms: u64,
+    /// The mirror that served the manifest, as configured; None when the registry did.
+    pub mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -373,5 +375,6 @@ fn report(
         layers,
         bytes_downloaded,
         elapsed_ms: start.elapsed().as_millis() as u64,
+        mirror: res.top.served_by.clone(),
     }
 }

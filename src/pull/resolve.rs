@@ -321,6 +321,7 @@ fn fetch_top(
                             media_type: head.media_type,
                             bytes,
                             digest: head.digest,
+                            served_by: None,
                         });
                     }
                 }
@@ -411,6 +412,7 @@ fn fetch_by_digest(
                 bytes,
                 media_type: media_type.to_string(),
                 digest: digest.clone(),
+                served_by: None,
             });
         }
     }

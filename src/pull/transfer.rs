@@ -109,7 +109,35 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
             Ok(Begin::Present) => {}
             Ok(Begin::Ingest(ingest)) => {
                 let mut received = 0;
-                let result = download(registry, job, *ingest, cancel, &mut received);
+                let mut served_by = None;
+                let mut result = download(
+                    registry,
+                    job,
+                    *ingest,
+                    cancel,
+                    &mut received,
+                    &mut served_by,
+                );
+                // A mirror that served other bytes is passed over: the blob comes again from
+                // the next source (the partial was discarded by the failed check).
+                while let (Err(e), Some(mirror)) = (&result, served_by.take()) {
+                    if !is_verify_failure(e) {
+                        break;
+                    }
+                    registry.distrust(&mirror, &d.digest);
+                    result = match store.begin_ingest(&d.digest, d.size, job.diff_id) {
+                        Err(e) => Err(e.into()),
+                        Ok(Begin::Present) => break,
+                        Ok(Begin::Ingest(ingest)) => download(
+                            registry,
+                            job,
+                            *ingest,
+                            cancel,
+                            &mut received,
+                            &mut served_by,
+                        ),
+                    };
+                }
                 if result.is_ok() {
                     reporter.blob_done(&d.digest, d.size);
                 }
@@ -146,12 +174,21 @@ pub fn stored_diff_id(store: &Store, digest: &Digest) -> Result<(Digest, bool), 
 /// Stream one blob into its ingest and commit it. The ingest starts where an earlier run
 /// stopped; a stream that breaks is resumed with Range from the byte it reached, under the
 /// run's retry policy (an attempt that moved forward starts the count again).
+fn is_verify_failure(e: &TransferError) -> bool {
+    matches!(
+        e,
+        TransferError::Client(ClientError::Registry(RegistryError::BlobVerify { .. }))
+    )
+}
+
+/// `served_by` is set to the mirror that sent the last bytes (None: the registry).
 fn download(
     registry: &Registry,
     job: &PlannedBlob,
     mut ingest: Ingest<'_>,
     cancel: &Cancel,
     received: &mut u64,
+    served_by: &mut Option<String>,
 ) -> Result<Option<(Digest, bool)>, TransferError> {
     let d = &job.descriptor();
     let reporter = registry.reporter();
@@ -175,7 +212,8 @@ fn download(
                     // Everything is already here from an earlier run: only the check is left.
                     return Ok(());
                 }
-                let (body, start) = registry.open_blob(&job.source, &d.digest, offset)?;
+                let (body, start, source) = registry.open_blob(&job.source, &d.digest, offset)?;
+                *served_by = source;
                 if start != offset {
                     // The server ignored our Range and sends the whole blob: start over.
                     ingest.restart()?;

@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use super::http::{header, Method};
-use super::{ClientError, Registry, RegistryError, MAX_MANIFEST};
+use super::{ClientError, Registry, RegistryError, ServedBy, MAX_MANIFEST};
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::reference::Reference;
 
@@ -18,10 +18,9 @@ impl Registry {
         size: u64,
     ) -> Result<Vec<u8>, ClientError> {
         let path = format!("blobs/{d}");
-        let ep = self.endpoint(r)?;
-        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
-        let bytes = self.retry.run("", self.reporter.as_ref(), || {
-            let resp = self.request_once(&ep, r, Method::Get, &path, &[], "blob")?;
+        let (bytes, _) = self.with_sources(r, &path, Some(d), |ep, h| {
+            let url = format!("{}/v2/{}/{path}", ep.base, h.repository);
+            let resp = self.request_once(ep, h, r, Method::Get, &path, &[], "blob")?;
             let mut reader =
                 HashingReader::new(resp.into_body().into_reader(), Hasher::new(), size);
             let mut bytes = Vec::with_capacity(size.min(MAX_MANIFEST) as usize);
@@ -47,20 +46,22 @@ impl Registry {
         Ok(bytes)
     }
 
-    /// Open a blob stream at `offset` (0 for the whole blob). Returns the reader and the offset
-    /// it actually starts at: 0 when the server ignored the Range and sent everything.
+    /// Open a blob stream at `offset` (0 for the whole blob). Returns the reader, the offset
+    /// it actually starts at (0 when the server ignored the Range and sent everything), and
+    /// the mirror that serves it (None: the registry).
     pub fn open_blob(
         &self,
         r: &Reference,
         digest: &Digest,
         offset: u64,
-    ) -> Result<(Box<dyn Read + Send>, u64), ClientError> {
+    ) -> Result<(Box<dyn Read + Send>, u64, ServedBy), ClientError> {
         let path = format!("blobs/{digest}");
         let mut headers = Vec::new();
         if offset > 0 {
             headers.push(("Range", format!("bytes={offset}-")));
         }
-        let resp = self.request(r, Method::Get, &path, &headers, "blob")?;
+        let (resp, served_by) =
+            self.request(r, Method::Get, &path, &headers, "blob", Some(digest))?;
         let status = resp.status().as_u16();
         let start = if offset > 0 && status == 206 {
             let range = header(&resp, "content-range").unwrap_or("");
@@ -77,13 +78,13 @@ impl Registry {
         } else {
             0
         };
-        Ok((Box::new(resp.into_body().into_reader()), start))
+        Ok((Box::new(resp.into_body().into_reader()), start, served_by))
     }
 
     /// The size of a blob, from a `HEAD` (schema1 manifests do not carry layer sizes).
     pub fn blob_size(&self, r: &Reference, digest: &Digest) -> Result<u64, ClientError> {
         let path = format!("blobs/{digest}");
-        let resp = self.request(r, Method::Head, &path, &[], "blob")?;
+        let (resp, _) = self.request(r, Method::Head, &path, &[], "blob", Some(digest))?;
         header(&resp, "content-length")
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| {

@@ -198,6 +198,8 @@ pub enum RegistryError {
     },
     #[error("registry {host} asks for unsupported authentication {scheme:?}")]
     UnsupportedAuth { host: String, scheme: String },
+    #[error("{reference} is blocked by registries.conf (blocked = true)")]
+    Blocked { reference: String },
     #[error("too many redirects from {url}")]
     TooManyRedirects { url: String },
     #[error("redirect from {url} has no usable Location")]
@@ -326,6 +328,7 @@ impl RegistryError {
             | RegistryError::NotARegistry { .. }
             | RegistryError::UnsupportedAuth { .. }
             | RegistryError::TooManyRedirects { .. }
+            | RegistryError::Blocked { .. }
             | RegistryError::BadRedirect { .. }
             | RegistryError::ManifestTooLarge { .. }
             | RegistryError::Schema1Payload { .. }

@@ -21,6 +21,8 @@ pub struct RawManifest {
     /// `Content-Type`, without parameters.
     pub media_type: String,
     pub digest: Digest,
+    /// The mirror that served it (None: the registry).
+    pub served_by: super::ServedBy,
 }
 
 /// What a `HEAD` of a manifest says.
@@ -50,8 +52,17 @@ impl Registry {
     pub fn head_manifest(&self, r: &Reference) -> Result<Option<ManifestHead>, ClientError> {
         let path = format!("manifests/{}", r.manifest_reference());
         let accept = manifest_accept();
-        let resp = match self.request(r, Method::Head, &path, &[("Accept", accept)], "manifest") {
-            Ok(resp) => resp,
+        let digest = r.digest();
+        let head = self.request(
+            r,
+            Method::Head,
+            &path,
+            &[("Accept", accept)],
+            "manifest",
+            digest,
+        );
+        let resp = match head {
+            Ok((resp, _)) => resp,
             Err(ClientError::Registry(
                 RegistryError::NotFound { .. } | RegistryError::Status { .. },
             )) => return Ok(None),
@@ -75,14 +86,16 @@ impl Registry {
         let max = max.min(MAX_MANIFEST);
         let path = format!("manifests/{reference}");
         let headers = [("Accept", manifest_accept())];
-        let ep = self.endpoint(r)?;
-        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
         // The body is read inside the retried operation: a connection cut mid-manifest is as
-        // transient as one cut before the answer (SPEC: truncated bodies).
-        let raw = self.retry.run("", self.reporter.as_ref(), || {
-            let resp = self.request_once(&ep, r, Method::Get, &path, &headers, "manifest")?;
-            read_manifest(resp, url.clone(), expected, max)
+        // transient as one cut before the answer (SPEC: truncated bodies). A mirror whose
+        // manifest is not the digest asked for is passed over for the next source.
+        let by_digest = expected.cloned().or_else(|| reference.parse().ok());
+        let (mut raw, served_by) = self.with_sources(r, &path, by_digest.as_ref(), |ep, h| {
+            let url = format!("{}/v2/{}/{path}", ep.base, h.repository);
+            let resp = self.request_once(ep, h, r, Method::Get, &path, &headers, "manifest")?;
+            read_manifest(resp, url, expected, max)
         })?;
+        raw.served_by = served_by;
         Ok(raw)
     }
 }
@@ -137,6 +150,7 @@ fn read_manifest(
         bytes,
         media_type,
         digest,
+        served_by: None,
     })
 }
 

@@ -15,10 +15,11 @@ pub mod errors;
 pub mod hosts;
 pub mod http;
 mod manifests;
+pub mod registries_conf;
 pub mod retry;
 mod tags;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,6 +49,8 @@ pub struct RegistrySettings {
     pub attempts: u32,
     /// First backoff step (the tests make it zero).
     pub retry_base: std::time::Duration,
+    /// Mirrors and registry locations (`--mirror`, registries.conf).
+    pub mirrors: Vec<hosts::Rule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +67,14 @@ pub struct Registry {
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     reporter: Arc<dyn Reporter>,
     retry: RetryPolicy,
+    /// Mirrors that could not be connected to: skipped for the rest of the run.
+    dead_mirrors: Mutex<HashSet<String>>,
+    /// (mirror, digest) pairs whose bytes did not match the digest: never asked again.
+    lying_mirrors: Mutex<HashSet<(String, Digest)>>,
 }
+
+/// Which host served an answer: a mirror's configured name, or None for the registry.
+pub type ServedBy = Option<String>;
 
 impl Registry {
     pub fn new(
@@ -85,27 +95,27 @@ impl Registry {
             settings,
             endpoints: Mutex::new(HashMap::new()),
             reporter,
+            dead_mirrors: Mutex::new(HashSet::new()),
+            lying_mirrors: Mutex::new(HashSet::new()),
         })
     }
 
-    /// A full URL for a repository path, once the endpoint is known (for messages).
+    /// A full URL for a repository path at the registry itself (for messages).
     pub fn url_of(&self, r: &Reference, path: &str) -> Result<String, ClientError> {
-        let ep = self.endpoint(r)?;
-        Ok(format!("{}/v2/{}/{path}", ep.base, r.repository()))
+        let host = self.registry_host(r);
+        let ep = self.endpoint_of(&host)?;
+        Ok(format!("{}/v2/{}/{path}", ep.base, host.repository))
     }
 
-    /// The endpoint for a reference's registry, probed once per run.
-    fn endpoint(&self, r: &Reference) -> Result<Arc<Endpoint>, ClientError> {
-        // The registry itself is the last host of its list (mirrors, when configured, come
-        // first and get one attempt each: SPEC, Networks).
-        let hosts = hosts::hosts_for(r, &self.settings);
-        let host = hosts
-            .last()
-            .expect("a registry is always one of its own hosts");
-        self.endpoint_of(host)
+    /// The registry's own host (last in its list), where registries.conf may have moved it.
+    fn registry_host(&self, r: &Reference) -> hosts::Host {
+        let mut all = hosts::hosts_for(r, &self.settings);
+        all.pop()
+            .expect("a registry is always one of its own hosts")
     }
 
-    /// The endpoint of one host, probed once per run.
+    /// The endpoint of one host, probed once per run (with retries for the registry; one
+    /// attempt for a mirror).
     fn endpoint_of(&self, h: &hosts::Host) -> Result<Arc<Endpoint>, ClientError> {
         let host = h.api_host.clone();
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,9 +123,13 @@ impl Registry {
             return Ok(ep.clone());
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
-        let ep = self.retry.run("", self.reporter.as_ref(), || {
-            probe(&self.http, &host, h.allow_http, credentials.clone())
-        })?;
+        let ep = if h.mirror.is_some() {
+            probe(&self.http, &host, h.allow_http, credentials)?
+        } else {
+            self.retry.run("", self.reporter.as_ref(), || {
+                probe(&self.http, &host, h.allow_http, credentials.clone())
+            })?
+        };
         if log::log_enabled!(log::Level::Info) {
             log::info!(
                 "registry {host}: {} ({})",
@@ -132,8 +146,92 @@ impl Registry {
         Ok(ep)
     }
 
+    /// Run `op` against each source of `r` in turn (SPEC: Networks): each mirror once, without
+    /// backoff, skipping one that failed, could not be reached (then for the whole run) or
+    /// served wrong bytes for `digest`; then the registry under the full retry policy. A tag
+    /// (`digest` None on a manifest path) is not asked of a digest-only mirror.
+    fn with_sources<T>(
+        &self,
+        r: &Reference,
+        path: &str,
+        digest: Option<&Digest>,
+        op: impl Fn(&Endpoint, &hosts::Host) -> Result<T, RegistryError>,
+    ) -> Result<(T, ServedBy), ClientError> {
+        let mut all = hosts::hosts_for(r, &self.settings);
+        if hosts::rule_for(&self.settings.mirrors, r).is_some_and(|rule| rule.blocked) {
+            return Err(RegistryError::Blocked {
+                reference: format!("{}/{}", r.registry(), r.repository()),
+            }
+            .into());
+        }
+        let registry = all
+            .pop()
+            .expect("a registry is always one of its own hosts");
+        let by_tag = path.starts_with("manifests/") && digest.is_none();
+        for h in &all {
+            let Some(m) = &h.mirror else { continue };
+            if by_tag && !h.capabilities.resolve {
+                continue;
+            }
+            if self.is_dead(&h.api_host) {
+                continue;
+            }
+            if let Some(d) = digest {
+                let lying = self.lying_mirrors.lock().unwrap_or_else(|e| e.into_inner());
+                if lying.contains(&(m.configured.clone(), d.clone())) {
+                    continue;
+                }
+            }
+            let answer = self
+                .endpoint_of(h)
+                .and_then(|ep| op(&ep, h).map_err(ClientError::from));
+            match answer {
+                Ok(v) => return Ok((v, Some(m.configured.clone()))),
+                Err(e) => {
+                    if unreachable(&e) {
+                        self.dead_mirrors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(h.api_host.clone());
+                        self.reporter.warning(&format!(
+                            "mirror {} cannot be reached ({e}); not using it for the rest of this run",
+                            m.configured
+                        ));
+                    } else {
+                        log::info!("mirror {}: {e}; trying the next source", m.configured);
+                    }
+                }
+            }
+        }
+        let ep = self.endpoint_of(&registry)?;
+        let v = self
+            .retry
+            .run("", self.reporter.as_ref(), || op(&ep, &registry))?;
+        Ok((v, None))
+    }
+
+    fn is_dead(&self, host: &str) -> bool {
+        self.dead_mirrors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(host)
+    }
+
+    /// The mirror `served_by` sent bytes that are not `digest`: the next request for it
+    /// goes to the next source.
+    pub fn distrust(&self, served_by: &str, digest: &Digest) {
+        self.reporter.warning(&format!(
+            "mirror {served_by} served bytes that are not {digest}; fetching it from the next source"
+        ));
+        self.lying_mirrors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((served_by.to_string(), digest.clone()));
+    }
+
     /// One request to `/v2/<repository>/<path>` with auth, renewal of a refused token, status
-    /// mapping and retries of transient failures. Returns only 2xx responses.
+    /// mapping and retries of transient failures, from the first source that answers. Returns
+    /// only 2xx responses.
     fn request(
         &self,
         r: &Reference,
@@ -141,27 +239,32 @@ impl Registry {
         path: &str,
         headers: &[(&str, String)],
         what: &str,
-    ) -> Result<Response<Body>, ClientError> {
-        let ep = self.endpoint(r)?;
-        self.retry
-            .run("", self.reporter.as_ref(), || {
-                self.request_once(&ep, r, method, path, headers, what)
-            })
-            .map_err(ClientError::from)
+        digest: Option<&Digest>,
+    ) -> Result<(Response<Body>, ServedBy), ClientError> {
+        self.with_sources(r, path, digest, |ep, h| {
+            self.request_once(ep, h, r, method, path, headers, what)
+        })
     }
 
     /// One attempt of [`Registry::request`] (a refused token is still renewed once).
+    #[allow(clippy::too_many_arguments)]
     fn request_once(
         &self,
         ep: &Endpoint,
+        h: &hosts::Host,
         r: &Reference,
         method: Method,
         path: &str,
         headers: &[(&str, String)],
         what: &str,
     ) -> Result<Response<Body>, RegistryError> {
-        let url = format!("{}/v2/{}/{path}", ep.base, r.repository());
-        let scope = format!("repository:{}:pull", r.repository());
+        let mut url = format!("{}/v2/{}/{path}", ep.base, h.repository);
+        if let Some(m) = &h.mirror {
+            // containerd's dialect: the registry a mirror is asked on behalf of.
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("ns={}", m.registry));
+        }
+        let scope = format!("repository:{}:pull", h.repository);
         let what = format!("{what} {}", describe(r, path));
         let mut renewed = false;
         loop {
@@ -293,6 +396,18 @@ fn probe(
         }
         Err(e) => Err(e),
     }
+}
+
+/// A mirror that could not be connected to at all (refused, unresolvable, connect timeout).
+fn unreachable(e: &ClientError) -> bool {
+    let ClientError::Registry(e) = e else {
+        return false;
+    };
+    let e = match e {
+        RegistryError::Retried { source, .. } => source.as_ref(),
+        e => e,
+    };
+    matches!(e, RegistryError::Transport { source, .. } if retry::never_connected(source))
 }
 
 /// A 401 whose challenge says `error="insufficient_scope"` refuses a token that is valid but

@@ -36,10 +36,13 @@ impl Registry {
         let mut seen_pages = 0;
         loop {
             let url = self.url_of(r, &path)?;
-            let ep = self.endpoint(r)?;
+            // Tags come from the registry itself: a mirror's list is its cache, not the tags.
+            let host = self.registry_host(r);
+            let ep = self.endpoint_of(&host)?;
             // The body is read inside the retried operation, as a manifest's is.
             let (body, next) = self.retry.run("", self.reporter.as_ref(), || {
-                let resp = self.request_once(&ep, r, Method::Get, &path, &[], "tag list of")?;
+                let resp =
+                    self.request_once(&ep, &host, r, Method::Get, &path, &[], "tag list of")?;
                 let next = header(&resp, "link").and_then(next_link);
                 let mut body = Vec::new();
                 resp.into_body()

@@ -61,9 +61,37 @@ impl Registry {
         tls: Option<&Tls>,
         ca: &Path,
     ) -> Result<Registry, String> {
+        Registry::start_config(dir, name, ca, tls, config(storage, auth, tls))
+    }
+
+    /// A plain-HTTP registry of its own (storage in `dir`), with no auth: for a test that
+    /// stops it (dropping it stops the process) or fills it alone.
+    pub fn start_own(dir: &Path, ca: &Path) -> Result<Registry, String> {
+        let text = config(&dir.join("storage"), &Auth::None, None);
+        Registry::start_config(dir, "own", ca, None, text)
+    }
+
+    /// distribution's pull-through cache (`proxy: remoteurl:`) of `upstream` (a URL), with its
+    /// own storage in `dir`: what a registry mirror in front of Docker Hub is.
+    pub fn start_pull_through(dir: &Path, ca: &Path, upstream: &str) -> Result<Registry, String> {
+        let mut text = config(&dir.join("storage"), &Auth::None, None);
+        text.push_str(&format!(
+            "proxy:\n  remoteurl: {}\n",
+            serde_json::Value::from(upstream)
+        ));
+        Registry::start_config(dir, "cache", ca, None, text)
+    }
+
+    fn start_config(
+        dir: &Path,
+        name: &str,
+        ca: &Path,
+        tls: Option<&Tls>,
+        text: String,
+    ) -> Result<Registry, String> {
         let config_path = dir.join(format!("{name}.yml"));
         let log_path = dir.join(format!("{name}.log"));
-        fs::write(&config_path, config(storage, auth, tls))
+        fs::write(&config_path, text)
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
         let log =
             File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;

@@ -1,0 +1,241 @@
+//! Mirrors and pull-through caches (SPEC: Networks): distribution's own pull-through cache
+//! (`proxy: remoteurl:`) in front of a registry the test owns, used with `--mirror` and with a
+//! registries.conf; and mirrors that are down, that 404, and that flip a byte, each falling
+//! through to the next source with the store verified.
+
+mod support;
+
+use std::path::Path;
+
+use support::faults::FaultProxy;
+use support::*;
+
+fn small_image(seed: u64) -> Image {
+    image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(seed, 300_000), random_layer(seed + 1, 200_000)],
+    )
+}
+
+/// The requests a registry's access log shows from imagec (by its User-Agent) for blobs.
+fn imagec_blob_requests(reg: &Registry) -> usize {
+    reg.log()
+        .lines()
+        .filter(|l| l.contains("/blobs/") && l.contains("imagec/"))
+        .count()
+}
+
+#[test]
+fn a_pull_through_cache_serves_the_pull_and_keeps_serving_with_the_upstream_down() {
+    let upstream = Registry::start_own(&world().temp_dir(), world().ca_cert_path()).unwrap();
+    let img = small_image(9100);
+    push_image(&upstream.host(), "team/app", "1", &img);
+    let cache_dir = world().temp_dir();
+    let cache = Registry::start_pull_through(&cache_dir, world().ca_cert_path(), &upstream.url(""))
+        .unwrap();
+    let name = format!("{}/team/app:1", upstream.host());
+    let mirror = format!("http://{}", cache.host());
+
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args(["pull", "--json", "--mirror"])
+        .arg(format!("{}={mirror}", upstream.host()))
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(doc["mirror"], mirror.as_str(), "{}", out.stdout);
+    assert_eq!(doc["reference"], name.as_str());
+    entry(&dest, &name);
+    assert_eq!(
+        imagec_blob_requests(&upstream),
+        0,
+        "imagec fetched blobs from the upstream:\n{}",
+        upstream.log()
+    );
+    // containerd's dialect: the registry a mirror is asked for.
+    assert!(
+        cache.log().contains(&format!("ns={}", upstream.host())),
+        "{}",
+        cache.log()
+    );
+
+    // The same through a registries.conf, with the upstream gone: by digest, from the cache.
+    let conf = world().temp_dir().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{up}\"\nlocation = \"{up}\"\n\n[[registry.mirror]]\nlocation = \"{cache}\"\ninsecure = true\n",
+            up = upstream.host(),
+            cache = cache.host()
+        ),
+    )
+    .unwrap();
+    let by_digest = format!("{}/team/app@{}", upstream.host(), img.digest);
+    // distribution's cache writes what it served into its storage as it streams, and commits
+    // a blob just after the answer: wait until every blob is there before the upstream goes.
+    let stored = |d: &str| {
+        cache_dir
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&d[7..9])
+            .join(&d[7..])
+            .join("data")
+            .exists()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(stored(&img.config.digest) && img.layers.iter().all(|l| stored(&l.digest))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache never stored the blobs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(upstream);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args(["pull", "--json", "--registries-conf"])
+        .arg(&conf)
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&by_digest))
+    .expect(0);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(doc["mirror"], cache.host().as_str(), "{}", out.stdout);
+    assert_eq!(doc["digest"], img.digest.as_str());
+    entry(&dest, &by_digest);
+}
+
+/// A mirror nothing listens on is skipped, with one warning for the whole run; a mirror that
+/// answers 404 is skipped for each request; the registry serves, and `mirror` is null.
+#[test]
+fn a_mirror_that_is_down_or_404s_falls_through_to_the_registry() {
+    let reg = world().plain().host();
+    let img = small_image(9110);
+    push_image(&reg, "mirrors/fallthrough", "1", &img);
+    let name = format!("{reg}/mirrors/fallthrough:1");
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args(["pull", "--json"])
+        .args(["--mirror", &format!("{reg}=http://127.0.0.1:1")])
+        // The same registry under a prefix that holds nothing: 404 for every request.
+        .args([
+            "--mirror",
+            &format!("{reg}=http://{}/empty", world().basic().host()),
+        ])
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(doc["mirror"], serde_json::Value::Null);
+    entry(&dest, &name);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("imagec: warning: mirror"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].contains("http://127.0.0.1:1 cannot be reached"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A mirror that flips a byte of a layer (a broken cache, or a hostile one) costs time, never
+/// correctness: the blob comes again from the registry and the store verifies.
+#[test]
+fn a_mirror_serving_wrong_bytes_is_passed_over_for_that_blob() {
+    let reg = world().plain().host();
+    let img = small_image(9120);
+    push_image(&reg, "mirrors/lying", "1", &img);
+    let proxy = FaultProxy::start(&reg).unwrap();
+    let layer = &img.layers[0];
+    proxy.flip_byte(&format!("/blobs/{}", layer.digest), 1000);
+    let name = format!("{reg}/mirrors/lying:1");
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args(["pull", "--json", "--mirror"])
+        .arg(format!("{reg}=http://{}", proxy.host()))
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(doc["mirror"], format!("http://{}", proxy.host()).as_str());
+    assert!(
+        out.stderr.contains(&format!(
+            "mirror http://{} served bytes that are not {}",
+            proxy.host(),
+            layer.digest
+        )),
+        "{}",
+        out.stderr
+    );
+    entry(&dest, &name);
+    for l in &img.layers {
+        assert_eq!(
+            sha256(&std::fs::read(blob_path(&dest, &l.digest)).unwrap()),
+            l.digest
+        );
+    }
+    assert_store_consistent(Path::new(&dest));
+    // The other layer came from the mirror, once.
+    assert_eq!(
+        proxy.requests("GET", &format!("/blobs/{}", img.layers[1].digest)),
+        1
+    );
+}
+
+/// registries.conf `blocked = true` refuses the registry before anything is sent (exit 2).
+#[test]
+fn a_blocked_registry_is_refused() {
+    let conf = world().temp_dir().join("registries.conf");
+    std::fs::write(
+        &conf,
+        "[[registry]]\nprefix = \"blocked.example\"\nblocked = true\n",
+    )
+    .unwrap();
+    let out = run(imagec()
+        .args(["pull", "--registries-conf"])
+        .arg(&conf)
+        .arg("blocked.example/team/app:1"))
+    .expect(2);
+    assert!(
+        out.stderr.contains("blocked by registries.conf"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A mirror whose manifest is not the one the registry's digest names is passed over too: the
+/// manifest comes from the registry (`mirror` null), the blobs still from the mirror.
+#[test]
+fn a_mirror_serving_a_wrong_manifest_is_passed_over() {
+    let reg = world().plain().host();
+    let img = small_image(9130);
+    push_image(&reg, "mirrors/lying-manifest", "1", &img);
+    let proxy = FaultProxy::start(&reg).unwrap();
+    proxy.flip_byte("/manifests/", 40);
+    let name = format!("{reg}/mirrors/lying-manifest@{}", img.digest);
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args(["pull", "--json", "--mirror"])
+        .arg(format!("{reg}=http://{}", proxy.host()))
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(doc["mirror"], serde_json::Value::Null, "{}", out.stderr);
+    assert_eq!(doc["digest"], img.digest.as_str());
+    entry(&dest, &name);
+    assert_store_consistent(Path::new(&dest));
+    for l in &img.layers {
+        assert_eq!(proxy.requests("GET", &format!("/blobs/{}", l.digest)), 1);
+    }
+}
