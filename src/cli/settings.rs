@@ -112,6 +112,7 @@ impl Settings {
                 return Err(UsageError::NoCertDir(d.clone()));
             }
         }
+        let mirrors = mirror_rules(a, &env)?;
         Ok(Settings {
             output,
             verbose: a.verbose,
@@ -134,8 +135,15 @@ impl Settings {
                             .collect(),
                     },
                     hosts: {
+                        // The references' registries, their mirrors and relocations.
                         let mut hosts: Vec<String> =
                             registries.iter().map(|r| r.to_string()).collect();
+                        for rule in &mirrors {
+                            let places = rule.mirrors.iter().map(|m| m.location.as_str());
+                            for place in places.chain(rule.location.as_deref()) {
+                                hosts.push(place.split('/').next().unwrap_or(place).to_string());
+                            }
+                        }
                         hosts.sort();
                         hosts.dedup();
                         hosts
@@ -145,7 +153,7 @@ impl Settings {
                 allow_http: a.insecure_allow_http,
                 attempts: a.retries,
                 retry_base: env.retry_base.unwrap_or(retry::DEFAULT_BASE),
-                mirrors: mirror_rules(a, &env)?,
+                mirrors,
             },
         })
     }
