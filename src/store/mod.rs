@@ -93,13 +93,21 @@ impl Store {
         Ok(store)
     }
 
-    /// Open an existing layout for reading; `None` when `root` does not exist yet or is an
-    /// empty directory (where `create` would make one).
+    /// Open an existing layout for reading; `None` when `root` does not exist yet, is an
+    /// empty directory (where `create` would make one), or is one `create` is making.
     pub fn open(root: &Path) -> Result<Option<Store>, StoreError> {
         if !root.exists() {
             return Ok(None);
         }
-        if fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) {
+        // Empty, or holding only what `create` makes before it writes `oci-layout`: another
+        // imagec is creating this store right now (three pulls started at once into a new
+        // DEST raced here), and `create` will finish it.
+        let only_ours = fs::read_dir(root).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .all(|e| e.file_name() == "blobs" || e.file_name() == PRIVATE)
+        });
+        if only_ours && !root.join("oci-layout").exists() {
             return Ok(None);
         }
         if !root.join("oci-layout").exists() {
@@ -393,6 +401,19 @@ fn empty_index() -> Vec<u8> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_store_being_created_is_no_store_yet_but_a_foreign_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        fs::create_dir_all(dir.path().join(PRIVATE).join("tmp")).unwrap();
+        assert!(Store::open(dir.path()).unwrap().is_none());
+        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::NotALayout { .. })
+        ));
+    }
 
     fn entry(name: &str, n: u8) -> Descriptor {
         Descriptor {
