@@ -135,6 +135,7 @@ pub fn registry_code(e: &RegistryError) -> u8 {
         RegistryError::TokenRefused { .. } => FAILURE,
         RegistryError::NotFound { .. } => NOT_FOUND,
         RegistryError::Blocked { .. } => USAGE,
+        RegistryError::Proxy { .. } => FAILURE,
         RegistryError::Retried { source, .. } => registry_code(source),
         RegistryError::Transport { .. }
         | RegistryError::Body { .. }

@@ -43,6 +43,8 @@ pub enum UsageError {
     NoCertDir(PathBuf),
     #[error("{0}")]
     Mirror(String),
+    #[error("{0}")]
+    Proxy(String),
     #[error(transparent)]
     RegistriesConf(#[from] crate::registry::registries_conf::ConfError),
     #[error("-u/--password-stdin is for one registry, but the references name several ({0}); put their credentials in an auth file (--auth-file)")]
@@ -111,6 +113,9 @@ impl Settings {
             if !d.is_dir() {
                 return Err(UsageError::NoCertDir(d.clone()));
             }
+        }
+        if let Some(e) = &env.proxy_error {
+            return Err(UsageError::Proxy(e.clone()));
         }
         let mirrors = mirror_rules(a, &env)?;
         Ok(Settings {
@@ -249,7 +254,9 @@ pub struct Env {
     tmux: bool,
     /// `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` (either case) and `NO_PROXY`, as ureq reads
     /// them (SPEC: Networks asks for more, in a later issue).
-    proxy: Option<ureq::Proxy>,
+    /// A proxy variable that does not parse is the error text.
+    proxy: crate::registry::proxy::ProxyRules,
+    proxy_error: Option<String>,
     /// Test-only: backoff base, connect timeout and stall timeout in milliseconds, and the
     /// tags page size.
     retry_base: Option<Duration>,
@@ -272,6 +279,11 @@ impl Env {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
+        let (proxy, proxy_error) =
+            match crate::registry::proxy::ProxyRules::from_env(|k| std::env::var(k).ok()) {
+                Ok(p) => (p, None),
+                Err(e) => (Default::default(), Some(e)),
+            };
         Env {
             password: std::env::var("IMAGEC_PASSWORD")
                 .ok()
@@ -281,7 +293,8 @@ impl Env {
             term: std::env::var("TERM").ok(),
             term_program: std::env::var("TERM_PROGRAM").ok(),
             tmux: std::env::var_os("TMUX").is_some(),
-            proxy: ureq::Proxy::try_from_env(),
+            proxy,
+            proxy_error,
             retry_base: millis("IMAGEC_RETRY_BASE_MS"),
             connect_timeout: millis("IMAGEC_CONNECT_TIMEOUT_MS"),
             stall_timeout: millis("IMAGEC_STALL_TIMEOUT_MS"),

@@ -198,6 +198,13 @@ pub enum RegistryError {
     },
     #[error("registry {host} asks for unsupported authentication {scheme:?}")]
     UnsupportedAuth { host: String, scheme: String },
+    #[error("proxy {proxy} failed for {method} {url}: {reason}")]
+    Proxy {
+        proxy: String,
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error("{reference} is blocked by registries.conf (blocked = true)")]
     Blocked { reference: String },
     #[error("too many redirects from {url}")]
@@ -329,6 +336,7 @@ impl RegistryError {
             | RegistryError::UnsupportedAuth { .. }
             | RegistryError::TooManyRedirects { .. }
             | RegistryError::Blocked { .. }
+            | RegistryError::Proxy { .. }
             | RegistryError::BadRedirect { .. }
             | RegistryError::ManifestTooLarge { .. }
             | RegistryError::Schema1Payload { .. }

@@ -205,7 +205,7 @@ mod tests {
                 timeout: None,
                 connect_timeout: std::time::Duration::from_secs(1),
                 read_timeout: std::time::Duration::from_secs(1),
-                proxy: None,
+                proxy: Default::default(),
                 cert_dirs: vec![],
                 hosts: vec![],
             },

@@ -24,9 +24,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// A registry that sends nothing for this long on an open connection has stalled.
     pub read_timeout: Duration,
-    /// The proxy, as the settings read it from the environment (ureq would otherwise read the
-    /// environment itself, unseen).
-    pub proxy: Option<ureq::Proxy>,
+    /// The proxies of the environment, chosen per request (ureq's own lookup is off).
+    pub proxy: super::proxy::ProxyRules,
     /// certs.d trees (`--cert-dir`, else [`super::certs::SYSTEM_CERT_DIRS`]), read per host.
     pub cert_dirs: Vec<PathBuf>,
     /// The registries the run talks to (`host[:port]` as references name them): each one with
@@ -66,6 +65,7 @@ pub struct Http {
     /// Agents for hosts with a certs.d directory (their CAs, their client certificate), by
     /// the authority URLs name them with (`host[:port]`, lowercase).
     by_host: HashMap<String, ureq::Agent>,
+    proxy: super::proxy::ProxyRules,
     /// `--timeout` bounds the whole run: each request gets what is left of it, and ureq keeps
     /// counting while the body is read.
     deadline: Option<(Instant, Duration)>,
@@ -127,6 +127,7 @@ impl Http {
         Ok(Http {
             agent: agent_with(settings, tls.build()),
             by_host,
+            proxy: settings.proxy.clone(),
             deadline: settings
                 .timeout
                 .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
@@ -170,9 +171,9 @@ impl Http {
             .agent_for(url)
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded");
-        if let Some(left) = self.time_left("POST", url)? {
-            req = req.config().timeout_global(Some(left)).build();
-        }
+        let left = self.time_left("POST", url)?;
+        let via = self.proxy.for_url(url).map(|(p, _)| p.clone());
+        req = req.config().timeout_global(left).proxy(via).build();
         let shown = loggable(url);
         let resp = req.send(form.expose().as_bytes()).map_err(|e| {
             log::info!("POST {shown} -> error: {e}");
@@ -211,14 +212,28 @@ impl Http {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            if let Some(left) = self.time_left(method.as_str(), &current)? {
-                req = req.config().timeout_global(Some(left)).build();
-            }
+            let left = self.time_left(method.as_str(), &current)?;
+            let via = self.proxy.for_url(&current);
+            req = req
+                .config()
+                .timeout_global(left)
+                .proxy(via.map(|(p, _)| p.clone()))
+                .build();
+            let via_shown = via.map(|(_, shown)| shown.to_string());
             if let (Some(a), true) = (auth, same_origin) {
                 req = req.header("Authorization", a.expose());
             }
             let shown = loggable(&current);
             let resp = req.call().map_err(|e| {
+                if let Some(proxy) = &via_shown {
+                    if let Some(err) = proxy_failure(&e, proxy, method.as_str(), &shown) {
+                        log::info!(
+                            "{} {shown} -> error through proxy {proxy}: {e}",
+                            method.as_str()
+                        );
+                        return err;
+                    }
+                }
                 match tls_problem(&e) {
                     Some(TlsProblem::NotTls) => {
                         log::info!(
@@ -236,7 +251,7 @@ impl Http {
             })?;
             let status = resp.status();
             log::info!(
-                "{} {shown} -> {} ({} ms{})",
+                "{} {shown} -> {} ({} ms{}{})",
                 method.as_str(),
                 status.as_u16(),
                 start.elapsed().as_millis(),
@@ -244,7 +259,11 @@ impl Http {
                     ", with credentials"
                 } else {
                     ""
-                }
+                },
+                via_shown
+                    .as_deref()
+                    .map(|p| format!(", via proxy {p}"))
+                    .unwrap_or_default()
             );
             if !is_redirect(status) {
                 return Ok(resp);
@@ -279,7 +298,7 @@ fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_per_read(Some(settings.read_timeout))
         .tls_config(tls)
-        .proxy(settings.proxy.clone())
+        .proxy(None)
         .build()
         .into()
 }
@@ -308,6 +327,33 @@ fn root_certs_with(extra: &[PathBuf]) -> Result<Vec<Certificate<'static>>, TlsSe
         certs.extend(found);
     }
     Ok(certs)
+}
+
+/// A request that failed at its proxy: the CONNECT refused (a 407 wants credentials), or the
+/// proxy itself out of reach. Named as the proxy's failure, not the registry's.
+fn proxy_failure(
+    e: &ureq::Error,
+    proxy: &str,
+    method: &'static str,
+    url: &str,
+) -> Option<RegistryError> {
+    let reason = match e {
+        ureq::Error::ConnectProxyFailed(reason) => {
+            if reason.contains(" 407") {
+                format!("{reason}: it wants credentials (write them in the proxy URL: http://USER:PASSWORD@HOST:PORT)")
+            } else {
+                reason.clone()
+            }
+        }
+        e if super::retry::never_connected(e) => format!("cannot connect to it ({e})"),
+        _ => return None,
+    };
+    Some(RegistryError::Proxy {
+        proxy: proxy.to_string(),
+        method,
+        url: url.to_string(),
+        reason,
+    })
 }
 
 /// What went wrong in a TLS handshake, where the user can do something about it.

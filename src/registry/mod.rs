@@ -15,6 +15,7 @@ pub mod errors;
 pub mod hosts;
 pub mod http;
 mod manifests;
+pub mod proxy;
 pub mod registries_conf;
 pub mod retry;
 mod tags;

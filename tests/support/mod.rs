@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod faults;
+pub mod http_proxy;
 pub mod httpd;
 pub mod image;
 pub mod pki;
