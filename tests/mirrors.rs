@@ -239,3 +239,30 @@ fn a_mirror_serving_a_wrong_manifest_is_passed_over() {
         assert_eq!(proxy.requests("GET", &format!("/blobs/{}", l.digest)), 1);
     }
 }
+
+/// Credentials are looked up by the mirror's own host: the registry's (`-u` for it) are not
+/// sent to a mirror on another host. Here the mirror fronts the same Basic-auth registry, so
+/// it would serve if it got them; it answers 401 instead, and the registry serves.
+#[test]
+fn the_registrys_credentials_are_not_sent_to_a_mirror() {
+    let basic = world().basic().host();
+    let img = small_image(9140);
+    push_image(&world().plain().host(), "mirrors/credentials", "1", &img);
+    let proxy = FaultProxy::start(&basic).unwrap();
+    let name = format!("{basic}/mirrors/credentials:1");
+    let dest = world().temp_dir().join("store");
+    let out = run_with_stdin(
+        imagec()
+            .args(["pull", "--json", "-u", USER, "--password-stdin", "--mirror"])
+            .arg(format!("{basic}=http://{}", proxy.host()))
+            .arg("--dest")
+            .arg(&dest)
+            .arg(&name),
+        &format!("{PASSWORD}\n"),
+    )
+    .expect(0);
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(doc["mirror"], serde_json::Value::Null, "{}", out.stderr);
+    entry(&dest, &name);
+    assert!(proxy.requests("GET", "/manifests/") >= 1);
+}

@@ -144,7 +144,7 @@ fn a_proxy_asking_for_credentials() {
     )
     .expect(0);
     entry(&dest, &name);
-    assert!(!out.stderr.contains("pr0xy-secret"), "{}", out.stderr);
+    assert_no_secret("pr0xy-secret", &[&out.stdout, &out.stderr], &dest);
     assert!(
         out.stderr.contains(&format!("via proxy {bare}")),
         "{}",

@@ -40,8 +40,8 @@ pub use image::{
 pub use push::{push_blob, push_image, push_index, push_manifest_bytes};
 pub use registry::Registry;
 pub use run::{
-    assert_store_consistent, blob_path, blobs, entry, index, oracle, read_blob_json, run,
-    run_with_stdin, skopeo_inspect, umoci_unpack, Run,
+    assert_no_secret, assert_store_consistent, blob_path, blobs, entry, index, oracle,
+    read_blob_json, run, run_with_stdin, skopeo_inspect, umoci_unpack, Run,
 };
 pub use tarballs::{gzip, pax_size_smuggler, python_tar};
 pub use token::{TokenServer, REFRESH_TOKEN};

@@ -184,3 +184,25 @@ pub fn assert_store_consistent(dest: &Path) {
         );
     }
 }
+
+/// `secret` is in none of `outputs` and in no file under `dest`.
+pub fn assert_no_secret(secret: &str, outputs: &[&str], dest: &std::path::Path) {
+    for o in outputs {
+        assert!(!o.contains(secret), "the secret is in the output:\n{o}");
+    }
+    let mut todo = vec![dest.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the secret is in {}",
+                p.display()
+            );
+        }
+    }
+}
