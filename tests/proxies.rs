@@ -151,3 +151,36 @@ fn a_proxy_asking_for_credentials() {
         out.stderr
     );
 }
+
+/// TLS through the proxy: `CONNECT`, then the handshake with the registry itself, verified
+/// against the test CA for the name the user wrote.
+#[test]
+fn a_tls_registry_through_the_proxy_is_verified_end_to_end() {
+    pushed("proxies/tls", 9230);
+    let port = world().tls().host().rsplit(':').next().unwrap().to_string();
+    let host = format!("registry.imagec.test:{port}");
+    let proxy = HttpProxy::start(vec![(host.clone(), world().tls().host())], None).unwrap();
+    let url = format!("http://{}", proxy.host());
+    let name = format!("{host}/proxies/tls:1");
+    let dest = world().temp_dir().join("store");
+    run(with_proxy_env(&[("HTTPS_PROXY", &url)], "")
+        .args(["pull", "-q", "--ca-cert"])
+        .arg(world().ca_cert_path())
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+    assert!(
+        proxy.connects().iter().all(|t| *t == host),
+        "{:?}",
+        proxy.connects()
+    );
+    // Without the CA the certificate is refused, through the proxy as directly.
+    let out = run(with_proxy_env(&[("HTTPS_PROXY", &url)], "")
+        .args(["pull", "--dest"])
+        .arg(world().temp_dir().join("store"))
+        .arg(&name))
+    .expect(1);
+    assert!(out.stderr.contains("UnknownIssuer"), "{}", out.stderr);
+}

@@ -13,7 +13,7 @@ use rcgen::{
 pub struct Pki {
     /// PEM of the CA: what clients pass to `--ca-cert`, and the registry's token `rootcertbundle`.
     pub ca_cert: PathBuf,
-    /// PEM certificate (SANs 127.0.0.1 and localhost) and PKCS#8 key of the TLS registry.
+    /// PEM certificate (SANs 127.0.0.1, localhost, registry.imagec.test) and PKCS#8 key of the TLS registry.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     /// A client certificate (clientAuth) and its key, signed by the CA: for the registry that
@@ -46,9 +46,13 @@ impl Pki {
         let ca = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().map_err(err)?;
-        let mut server_params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .map_err(err)?;
+        let mut server_params = CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            // A name that resolves nowhere: the proxy tests reach it only through a proxy.
+            "registry.imagec.test".to_string(),
+        ])
+        .map_err(err)?;
         server_params
             .distinguished_name
             .push(DnType::CommonName, "imagec test registry");
