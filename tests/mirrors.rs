@@ -19,6 +19,17 @@ fn small_image(seed: u64) -> Image {
     )
 }
 
+/// `pull --json --mirror MIRROR NAME` into `dest`, which must succeed: its JSON record and run.
+fn pull_with_mirror(mirror: &str, name: &str, dest: &Path) -> (serde_json::Value, Run) {
+    let out = run(imagec()
+        .args(["pull", "--json", "--mirror", mirror, "--dest"])
+        .arg(dest)
+        .arg(name))
+    .expect(0);
+    let doc = serde_json::from_str(out.stdout.trim()).unwrap();
+    (doc, out)
+}
+
 /// The requests a registry's access log shows from imagec (by its User-Agent) for blobs.
 fn imagec_blob_requests(reg: &Registry) -> usize {
     reg.log()
@@ -39,14 +50,7 @@ fn a_pull_through_cache_serves_the_pull_and_keeps_serving_with_the_upstream_down
     let mirror = format!("http://{}", cache.host());
 
     let dest = world().temp_dir().join("store");
-    let out = run(imagec()
-        .args(["pull", "--json", "--mirror"])
-        .arg(format!("{}={mirror}", upstream.host()))
-        .arg("--dest")
-        .arg(&dest)
-        .arg(&name))
-    .expect(0);
-    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let (doc, out) = pull_with_mirror(&format!("{}={mirror}", upstream.host()), &name, &dest);
     assert_eq!(doc["mirror"], mirror.as_str(), "{}", out.stdout);
     assert_eq!(doc["reference"], name.as_str());
     entry(&dest, &name);
@@ -158,14 +162,7 @@ fn a_mirror_serving_wrong_bytes_is_passed_over_for_that_blob() {
     proxy.flip_byte(&format!("/blobs/{}", layer.digest), 1000);
     let name = format!("{reg}/mirrors/lying:1");
     let dest = world().temp_dir().join("store");
-    let out = run(imagec()
-        .args(["pull", "--json", "--mirror"])
-        .arg(format!("{reg}=http://{}", proxy.host()))
-        .arg("--dest")
-        .arg(&dest)
-        .arg(&name))
-    .expect(0);
-    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let (doc, out) = pull_with_mirror(&format!("{reg}=http://{}", proxy.host()), &name, &dest);
     assert_eq!(doc["mirror"], format!("http://{}", proxy.host()).as_str());
     assert!(
         out.stderr.contains(&format!(
@@ -223,14 +220,7 @@ fn a_mirror_serving_a_wrong_manifest_is_passed_over() {
     proxy.flip_byte("/manifests/", 40);
     let name = format!("{reg}/mirrors/lying-manifest@{}", img.digest);
     let dest = world().temp_dir().join("store");
-    let out = run(imagec()
-        .args(["pull", "--json", "--mirror"])
-        .arg(format!("{reg}=http://{}", proxy.host()))
-        .arg("--dest")
-        .arg(&dest)
-        .arg(&name))
-    .expect(0);
-    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let (doc, out) = pull_with_mirror(&format!("{reg}=http://{}", proxy.host()), &name, &dest);
     assert_eq!(doc["mirror"], serde_json::Value::Null, "{}", out.stderr);
     assert_eq!(doc["digest"], img.digest.as_str());
     entry(&dest, &name);

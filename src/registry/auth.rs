@@ -183,16 +183,7 @@ fn fetch_token(
     let auth = credentials.map(Credentials::basic_header);
     let mut resp = http.send(Method::Get, &url, &[], auth.as_ref())?;
     let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_TOKEN_RESPONSE)
-        .read_to_vec()
-        .map_err(|e| RegistryError::Transport {
-            method: "GET",
-            url: realm.to_string(),
-            source: Box::new(e),
-        })?;
+    let body = token_body(&mut resp, "GET", realm)?;
     if !(200..300).contains(&status) {
         return Err(RegistryError::TokenRefused {
             realm: realm.to_string(),
@@ -230,16 +221,7 @@ fn fetch_oauth2(
     let mut resp = http.post_form(realm, &Secret::new(form))?;
     let status = resp.status().as_u16();
     let html = header(&resp, "content-type").is_some_and(|t| t.contains("html"));
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_TOKEN_RESPONSE)
-        .read_to_vec()
-        .map_err(|e| RegistryError::Transport {
-            method: "POST",
-            url: realm.to_string(),
-            source: Box::new(e),
-        })?;
+    let body = token_body(&mut resp, "POST", realm)?;
     match status {
         200..=299 => {}
         404 | 405 => {
@@ -261,6 +243,23 @@ fn fetch_oauth2(
         realm: realm.to_string(),
         reason,
     })
+}
+
+/// A token endpoint's answer, at most [`MAX_TOKEN_RESPONSE`] bytes.
+fn token_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    method: &'static str,
+    realm: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_TOKEN_RESPONSE)
+        .read_to_vec()
+        .map_err(|e| RegistryError::Transport {
+            method,
+            url: realm.to_string(),
+            source: Box::new(e),
+        })
 }
 
 fn parse_token(body: &[u8]) -> Result<Token, String> {
