@@ -207,6 +207,17 @@ fn a_blocked_registry_is_refused() {
         "{}",
         out.stderr
     );
+    // `tags` too: it talks to the registry itself, and a blocked one is never asked.
+    let out = run(imagec()
+        .args(["tags", "--registries-conf"])
+        .arg(&conf)
+        .arg("blocked.example/team/app"))
+    .expect(2);
+    assert!(
+        out.stderr.contains("blocked by registries.conf"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A mirror whose manifest is not the one the registry's digest names is passed over too: the

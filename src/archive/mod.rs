@@ -68,7 +68,9 @@ pub fn save(
     // Every manifest first: the blobs, each once, are known (and open) before a byte is written.
     let mut parsed = Vec::new();
     let mut seen: HashSet<Digest> = HashSet::new();
-    let mut blobs: Vec<(Digest, File, u64)> = Vec::new();
+    // Paths and sizes only: a file is opened when it is written (an image of a thousand
+    // blobs would otherwise hold a thousand descriptors).
+    let mut blobs: Vec<(Digest, std::path::PathBuf, u64)> = Vec::new();
     for img in images {
         let bytes = store
             .read_blob(&img.manifest, crate::manifest::MAX_MANIFEST)?
@@ -83,10 +85,15 @@ pub fn save(
             .chain(manifest.layers.iter().map(|l| &l.digest))
         {
             if seen.insert(d.clone()) {
-                let f =
-                    File::open(store.blob_path(d)).map_err(|_| ArchiveError::Missing(d.clone()))?;
-                let size = f.metadata().map_err(ArchiveError::Write)?.len();
-                blobs.push((d.clone(), f, size));
+                let path = store.blob_path(d);
+                let size = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(ArchiveError::Missing(d.clone()))
+                    }
+                    Err(e) => return Err(ArchiveError::Write(e)),
+                };
+                blobs.push((d.clone(), path, size));
             }
         }
         parsed.push((img, bytes.len(), manifest));
@@ -103,7 +110,8 @@ pub fn save(
         blobs.iter().map(|(_, _, size)| size).sum(),
     );
     let result = (|| {
-        for (d, f, size) in blobs {
+        for (d, path, size) in blobs {
+            let f = File::open(&path)?;
             reporter.blob_started(&d, size, 0);
             tar.blob(&blob_name(&d), size, f, &|n| {
                 reporter.blob_progress(&d, n);

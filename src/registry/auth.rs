@@ -90,7 +90,12 @@ impl Endpoint {
     pub fn authorization(&self, http: &Http, scope: &str) -> Result<Option<Secret>, RegistryError> {
         match &self.scheme {
             Scheme::Anonymous => Ok(None),
-            Scheme::Basic => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            // A refresh token is for a token realm, never a Basic password.
+            Scheme::Basic => Ok(self
+                .credentials
+                .as_ref()
+                .filter(|c| c.refresh_token().is_none())
+                .map(Credentials::basic_header)),
             Scheme::Bearer { realm, service } => {
                 let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(t) = tokens.get(scope) {

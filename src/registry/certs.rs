@@ -26,7 +26,7 @@ pub struct HostCerts {
 /// `trees` that has one, read; None when no tree has one.
 pub fn for_host(trees: &[PathBuf], host: &str) -> Result<Option<HostCerts>, TlsSetupError> {
     // A name with a path separator would leave the tree.
-    if host.contains('/') || host == ".." || host == "." {
+    if host.is_empty() || host.contains('/') || host == ".." || host == "." {
         return Ok(None);
     }
     let Some(dir) = trees.iter().map(|t| t.join(host)).find(|d| d.is_dir()) else {

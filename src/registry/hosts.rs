@@ -74,7 +74,12 @@ pub fn rule_for<'a>(rules: &'a [Rule], r: &Reference) -> Option<&'a Rule> {
 
 fn prefix_matches(prefix: &str, full: &str, registry: &str) -> bool {
     if let Some(domain) = prefix.strip_prefix("*.") {
-        return registry.ends_with(&format!(".{domain}"));
+        // `a.example.com:5000` is under `*.example.com` too.
+        let name = match registry.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => registry,
+        };
+        return name.ends_with(&format!(".{domain}"));
     }
     full == prefix
         || full
@@ -274,6 +279,19 @@ mod tests {
             (h[0].api_host.as_str(), h[0].repository.as_str()),
             ("internal.example", "mirrored/team/app")
         );
+    }
+
+    #[test]
+    fn a_wildcard_prefix_covers_subdomains_with_a_port() {
+        let rules = vec![Rule {
+            prefix: "*.example.com".into(),
+            blocked: true,
+            ..Default::default()
+        }];
+        let r: Reference = "a.example.com:5000/team/app:1".parse().unwrap();
+        assert!(rule_for(&rules, &r).is_some());
+        let other: Reference = "example.com.evil:5000/x:1".parse().unwrap();
+        assert!(rule_for(&rules, &other).is_none());
     }
 
     #[test]

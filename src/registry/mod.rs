@@ -101,11 +101,30 @@ impl Registry {
         })
     }
 
-    /// A full URL for a repository path at the registry itself (for messages).
+    /// A URL for a repository path at the registry itself, for messages: never a request
+    /// (with mirrors serving, the registry may be out of reach), so its scheme is the one
+    /// already learned, else https.
     pub fn url_of(&self, r: &Reference, path: &str) -> Result<String, ClientError> {
         let host = self.registry_host(r);
-        let ep = self.endpoint_of(&host)?;
-        Ok(format!("{}/v2/{}/{path}", ep.base, host.repository))
+        let known = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host.api_host)
+            .map(|ep| ep.base.clone());
+        let base = known.unwrap_or_else(|| format!("https://{}", host.api_host));
+        Ok(format!("{base}/v2/{}/{path}", host.repository))
+    }
+
+    /// registries.conf's `blocked = true` for `r`'s registry: refused before anything is sent.
+    fn check_blocked(&self, r: &Reference) -> Result<(), ClientError> {
+        if hosts::rule_for(&self.settings.mirrors, r).is_some_and(|rule| rule.blocked) {
+            return Err(RegistryError::Blocked {
+                reference: format!("{}/{}", r.registry(), r.repository()),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The registry's own host (last in its list), where registries.conf may have moved it.
@@ -158,13 +177,8 @@ impl Registry {
         digest: Option<&Digest>,
         op: impl Fn(&Endpoint, &hosts::Host) -> Result<T, RegistryError>,
     ) -> Result<(T, ServedBy), ClientError> {
+        self.check_blocked(r)?;
         let mut all = hosts::hosts_for(r, &self.settings);
-        if hosts::rule_for(&self.settings.mirrors, r).is_some_and(|rule| rule.blocked) {
-            return Err(RegistryError::Blocked {
-                reference: format!("{}/{}", r.registry(), r.repository()),
-            }
-            .into());
-        }
         let registry = all
             .pop()
             .expect("a registry is always one of its own hosts");

@@ -59,12 +59,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Rule>, ConfError> {
             .or_else(|| e.location.clone())
             .ok_or_else(|| bad("a [[registry]] has neither prefix nor location".into()))?;
         let prefix = prefix.trim_end_matches('/').to_string();
+        let place = |what: &str, v: &str| -> Result<(), ConfError> {
+            if v.is_empty() || v.contains("://") || v.starts_with('/') {
+                return Err(bad(format!(
+                    "{what} {v:?} is not HOST[:PORT][/PATH] (no scheme: use insecure = true for plain HTTP)"
+                )));
+            }
+            Ok(())
+        };
+        place("prefix", &prefix)?;
+        if let Some(l) = &e.location {
+            place("location", l)?;
+        }
         let location = e
             .location
             .map(|l| l.trim_end_matches('/').to_string())
             .filter(|l| *l != prefix);
         let mut mirrors = Vec::new();
         for m in e.mirror {
+            place("mirror location", &m.location)?;
             let by_digest_only = match m.pull_from_mirror.as_deref() {
                 None | Some("all") => e.mirror_by_digest_only,
                 Some("digest-only") => true,
@@ -165,5 +178,11 @@ blocked = true
         );
         let e = parse(Path::new("x"), "[[registry]]\nblocked = true\n").unwrap_err();
         assert!(e.to_string().contains("neither prefix nor location"), "{e}");
+        let e = parse(
+            Path::new("x"),
+            "[[registry]]\nprefix = \"a.example\"\n[[registry.mirror]]\nlocation = \"https://m.example\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no scheme"), "{e}");
     }
 }

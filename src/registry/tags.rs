@@ -35,10 +35,11 @@ impl Registry {
         let mut tags = Vec::new();
         let mut seen_pages = 0;
         loop {
-            let url = self.url_of(r, &path)?;
+            self.check_blocked(r)?;
             // Tags come from the registry itself: a mirror's list is its cache, not the tags.
             let host = self.registry_host(r);
             let ep = self.endpoint_of(&host)?;
+            let url = format!("{}/v2/{}/{path}", ep.base, host.repository);
             // The body is read inside the retried operation, as a manifest's is.
             let (body, next) = self.retry.run("", self.reporter.as_ref(), || {
                 let resp =
@@ -68,7 +69,7 @@ impl Registry {
             let Some(next) = next else { return Ok(tags) };
             // The link is to the same repository's list on the same registry: anything else
             // would send our credentials where the user did not point us.
-            let prefix = format!("/v2/{}/", r.repository());
+            let prefix = format!("/v2/{}/", host.repository);
             let rel = strip_origin(&next, &url);
             path = match rel.and_then(|p| p.strip_prefix(&prefix)) {
                 Some(p) if p.starts_with("tags/list") => p.to_string(),
