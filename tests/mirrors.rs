@@ -267,3 +267,31 @@ fn the_registrys_credentials_are_not_sent_to_a_mirror() {
     entry(&dest, &name);
     assert!(proxy.requests("GET", "/manifests/") >= 1);
 }
+
+/// A mirror that sends more bytes than the blob's size (or a layer that is not gzip) is the
+/// mirror's fault too: what it sent is discarded and the registry serves the blob.
+#[test]
+fn a_mirror_sending_too_many_bytes_is_passed_over() {
+    let reg = world().plain().host();
+    let img = small_image(9150);
+    push_image(&reg, "mirrors/too-long", "1", &img);
+    let proxy = FaultProxy::start(&reg).unwrap();
+    let layer = &img.layers[1];
+    proxy.serve(
+        &format!("/blobs/{}", layer.digest),
+        200,
+        &[],
+        vec![0u8; layer.data.len() + 10],
+    );
+    let name = format!("{reg}/mirrors/too-long:1");
+    let dest = world().temp_dir().join("store");
+    let (_, out) = pull_with_mirror(&format!("{reg}=http://{}", proxy.host()), &name, &dest);
+    assert!(
+        out.stderr
+            .contains(&format!("served bytes that are not {}", layer.digest)),
+        "{}",
+        out.stderr
+    );
+    entry(&dest, &name);
+    assert_store_consistent(Path::new(&dest));
+}

@@ -121,10 +121,12 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
                 // A mirror that served other bytes is passed over: the blob comes again from
                 // the next source (the partial was discarded by the failed check).
                 while let (Err(e), Some(mirror)) = (&result, served_by.take()) {
-                    if !is_verify_failure(e) {
+                    if !is_bad_bytes(e) {
                         break;
                     }
                     registry.distrust(&mirror, &d.digest);
+                    // Whatever of it is kept came from that mirror.
+                    store.discard_partial(&d.digest);
                     result = match store.begin_ingest(&d.digest, d.size, job.diff_id) {
                         Err(e) => Err(e.into()),
                         Ok(Begin::Present) => break,
@@ -174,10 +176,13 @@ pub fn stored_diff_id(store: &Store, digest: &Digest) -> Result<(Digest, bool), 
 /// Stream one blob into its ingest and commit it. The ingest starts where an earlier run
 /// stopped; a stream that breaks is resumed with Range from the byte it reached, under the
 /// run's retry policy (an attempt that moved forward starts the count again).
-fn is_verify_failure(e: &TransferError) -> bool {
+/// Bytes that cannot be the blob: a wrong digest, more bytes than its size, or a layer that
+/// is not the gzip its media type says. From a mirror, that is the mirror's fault.
+fn is_bad_bytes(e: &TransferError) -> bool {
     matches!(
         e,
         TransferError::Client(ClientError::Registry(RegistryError::BlobVerify { .. }))
+            | TransferError::Ingest(IngestError::TooLong { .. } | IngestError::Layer { .. })
     )
 }
 
