@@ -20,13 +20,7 @@ fn cert_tree(tree: &Path) -> PathBuf {
 }
 
 fn pushed(repo: &str, seed: u64) -> String {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        vec![random_layer(seed, 30_000)],
-    );
-    push_image(&world().plain().host(), repo, "1", &img);
+    push_one_layer(repo, seed, 30_000);
     format!("{}/{repo}:1", world().mtls().host())
 }
 

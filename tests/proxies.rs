@@ -21,14 +21,7 @@ fn with_proxy_env(vars: &[(&str, &str)], no_proxy: &str) -> Command {
 }
 
 fn pushed(repo: &str, seed: u64) -> Image {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        vec![random_layer(seed, 50_000)],
-    );
-    push_image(&world().plain().host(), repo, "1", &img);
-    img
+    push_one_layer(repo, seed, 50_000)
 }
 
 /// `registry.imagec.test:PORT`, mapped by the proxy to the plain registry.
@@ -47,7 +40,7 @@ fn hidden_name() -> (String, Vec<(String, String)>) {
 
 #[test]
 fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
-    let img = pushed("proxies/through", 9200);
+    pushed("proxies/through", 9200);
     let (host, map) = hidden_name();
     let proxy = HttpProxy::start(map, None).unwrap();
     let url = format!("http://{}", proxy.host());
@@ -72,7 +65,6 @@ fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
         "{}",
         out.stderr
     );
-    let _ = img;
 
     // NO_PROXY naming the domain (leading dot: subdomains) sends it direct, where the name
     // resolves nowhere: exit 1, and the proxy saw nothing more.

@@ -126,3 +126,16 @@ fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<Str
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
+
+/// A one-layer Docker image of `size` random bytes (`seed`), pushed as `REPO:1` through the
+/// plain registry (every test registry shares its storage): what most tests pull.
+pub fn push_one_layer(repo: &str, seed: u64, size: usize) -> super::Image {
+    let img = super::image(
+        super::Format::Docker,
+        "linux",
+        "amd64",
+        vec![super::random_layer(seed, size)],
+    );
+    push_image(&super::world().plain().host(), repo, "1", &img);
+    img
+}
