@@ -58,6 +58,9 @@ pub trait Reporter: Send + Sync {
     /// The server ignored a Range request: the blob comes again from byte 0, and the `discarded`
     /// bytes already reported for it are thrown away.
     fn blob_restarted(&self, _digest: &Digest, _discarded: u64) {}
+    /// The bytes of this blob so far (`discarded`) came from a source that sent wrong ones:
+    /// they are thrown away, and the blob starts again from another source.
+    fn blob_rejected(&self, _digest: &Digest, _discarded: u64) {}
     /// The blob is verified and in the store.
     fn blob_done(&self, _digest: &Digest, _size: u64) {}
     /// The blob was already in the store; nothing is downloaded.

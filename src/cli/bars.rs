@@ -394,6 +394,16 @@ impl Reporter for BarReporter {
             // A resumed blob's first bytes count as done.
             total.inc(offset);
         }
+        // A blob started again (after a source that sent wrong bytes) keeps its line.
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            bar.set_position(offset);
+            return;
+        }
         let bar = self.new_bar(size);
         let verifies = self
             .stage
@@ -450,6 +460,10 @@ impl Reporter for BarReporter {
             total.set_position(total.position().saturating_sub(discarded));
         }
     }
+    fn blob_rejected(&self, digest: &Digest, discarded: u64) {
+        // As a restart: the bar back to zero, the total without the discarded bytes.
+        self.blob_restarted(digest, discarded);
+    }
     fn blob_done(&self, digest: &Digest, size: u64) {
         if !self.is_frozen() {
             self.finish(digest, format!("done ({})", human_size(size)), size);
@@ -487,6 +501,23 @@ mod tests {
         bars.blob_progress(&d, 1000);
         let bar = bars.bars.lock().unwrap().get(&d).unwrap().position();
         assert_eq!(bar, 1000);
+        let total = bars.total.lock().unwrap().as_ref().unwrap().position();
+        assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn a_blob_rejected_and_fetched_again_keeps_one_bar_and_a_true_total() {
+        // After a mirror sent wrong bytes, the blob comes again from the next source.
+        let d = Digest::sha256_of(b"blob");
+        let bars = BarReporter::with_target(ProgressDrawTarget::hidden());
+        bars.transfer_planned(Stage::Download, 1, 1000);
+        bars.blob_started(&d, 1000, 0);
+        bars.blob_progress(&d, 1000);
+        bars.blob_rejected(&d, 1000);
+        bars.blob_started(&d, 1000, 0);
+        bars.blob_progress(&d, 1000);
+        assert_eq!(bars.bars.lock().unwrap().len(), 1);
+        assert_eq!(bars.bars.lock().unwrap().get(&d).unwrap().position(), 1000);
         let total = bars.total.lock().unwrap().as_ref().unwrap().position();
         assert_eq!(total, 1000);
     }

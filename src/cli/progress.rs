@@ -150,6 +150,13 @@ impl Reporter for PlainReporter {
             digest.short()
         ));
     }
+    fn blob_rejected(&self, digest: &Digest, _discarded: u64) {
+        // The warning line says why; the count starts again.
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((done, _, _)) = s.get_mut(digest) {
+            *done = 0;
+        }
+    }
     fn blob_done(&self, digest: &Digest, size: u64) {
         self.state
             .lock()

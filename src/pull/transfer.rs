@@ -110,6 +110,7 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
             Ok(Begin::Ingest(ingest)) => {
                 let mut received = 0;
                 let mut served_by = None;
+                let mut attempt_start = 0;
                 let mut result = download(
                     registry,
                     job,
@@ -127,6 +128,8 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
                     registry.distrust(&mirror, &d.digest);
                     // Whatever of it is kept came from that mirror.
                     store.discard_partial(&d.digest);
+                    reporter.blob_rejected(&d.digest, received - attempt_start);
+                    attempt_start = received;
                     result = match store.begin_ingest(&d.digest, d.size, job.diff_id) {
                         Err(e) => Err(e.into()),
                         Ok(Begin::Present) => break,

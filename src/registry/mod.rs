@@ -110,7 +110,7 @@ impl Registry {
             .endpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&host.api_host)
+            .get(&endpoint_key(&host))
             .map(|ep| ep.base.clone());
         let base = known.unwrap_or_else(|| format!("https://{}", host.api_host));
         Ok(format!("{base}/v2/{}/{path}", host.repository))
@@ -138,8 +138,11 @@ impl Registry {
     /// attempt for a mirror).
     fn endpoint_of(&self, h: &hosts::Host) -> Result<Arc<Endpoint>, ClientError> {
         let host = h.api_host.clone();
+        // A mirror and a registry on one host may differ in what they allow (plain HTTP) and
+        // whose credentials they take: each gets its own endpoint.
+        let key = endpoint_key(h);
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ep) = endpoints.get(&host) {
+        if let Some(ep) = endpoints.get(&key) {
             return Ok(ep.clone());
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
@@ -162,7 +165,7 @@ impl Registry {
             );
         }
         let ep = Arc::new(ep);
-        endpoints.insert(host, ep.clone());
+        endpoints.insert(key, ep.clone());
         Ok(ep)
     }
 
@@ -411,6 +414,12 @@ fn probe(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The endpoint cache's key for a host: where, whether plain HTTP may be tried, and whose
+/// credentials it takes.
+fn endpoint_key(h: &hosts::Host) -> String {
+    format!("{} {} {}", h.api_host, h.allow_http, h.credentials_for)
 }
 
 /// A mirror that could not be connected to at all (refused, unresolvable, connect timeout).
