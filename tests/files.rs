@@ -86,19 +86,7 @@ fn layers_files_lists_changes_whiteouts_opaque_dirs_and_wasted_bytes() {
     ]));
     let top =
         python_tar("add('var/cache/big', data=b'small')\nadd('bin', 'symlink', link='usr/bin')");
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        vec![
-            Blob::new("", gzip(&base)),
-            Blob::new("", gzip(&upper)),
-            Blob::new("", gzip(&top)),
-        ],
-    );
-    let reg = world().plain().host();
-    push_image(&reg, "files/three", "1", &img);
-    let name = format!("{reg}/files/three:1");
+    let (name, img) = push_tars("files/three", &[base, upper, top]);
     let dest = world().temp_dir().join("store");
 
     let out = run(imagec()
@@ -189,7 +177,6 @@ fn layers_files_lists_changes_whiteouts_opaque_dirs_and_wasted_bytes() {
 /// two readers see two different archives. And a PAX header of 2 MiB: bounded, refused.
 #[test]
 fn hostile_tar_headers_are_refused_naming_the_layer() {
-    let reg = world().plain().host();
     let smuggler = pax_size_smuggler();
     // Python's tarfile writes a PAX header for a long name.
     let huge = python_tar("add('a' * (2 << 20), data=b'x')");
@@ -201,17 +188,11 @@ fn hostile_tar_headers_are_refused_naming_the_layer() {
         ),
         ("files/huge-pax", huge, "an extended header of 2097"),
     ] {
-        let img = image(
-            Format::Docker,
-            "linux",
-            "amd64",
-            vec![Blob::new("", gzip(&layer))],
-        );
-        push_image(&reg, repo, "1", &img);
+        let (name, img) = push_tars(repo, &[layer]);
         let out = run(imagec()
             .args(["layers", "--files", "--dest"])
             .arg(world().temp_dir().join("store"))
-            .arg(format!("{reg}/{repo}:1")))
+            .arg(&name))
         .expect(1);
         assert!(out.stderr.contains(needle), "{}", out.stderr);
         assert!(

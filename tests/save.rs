@@ -206,15 +206,8 @@ fn save_to_a_pipe_and_what_a_failure_leaves() {
 #[test]
 fn ctrl_c_stops_a_save_at_the_next_chunk() {
     use std::io::Read;
-    let reg = world().plain().host();
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        vec![random_layer(4100, 40_000_000)],
-    );
-    push_image(&reg, "save/interrupted", "1", &img);
-    let name = format!("{reg}/save/interrupted:1");
+    push_one_layer("save/interrupted", 4100, 40_000_000);
+    let name = format!("{}/save/interrupted:1", world().plain().host());
     let dest = world().temp_dir().join("store");
     run(imagec()
         .args(["pull", "-q", "--dest"])

@@ -12,15 +12,7 @@ use std::process::Command;
 use support::*;
 
 fn push_layers(repo: &str, tars: &[Vec<u8>]) -> String {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        tars.iter().map(|t| Blob::new("", gzip(t))).collect(),
-    );
-    let reg = world().plain().host();
-    push_image(&reg, repo, "1", &img);
-    format!("{reg}/{repo}:1")
+    push_tars(repo, tars).0
 }
 
 /// Every path under `root`: type, permission bits, owner, size, content hash or link target,

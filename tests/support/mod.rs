@@ -37,7 +37,7 @@ pub use image::{
     image, image_with_config, image_with_layers, layer_from_files, layer_from_fixture,
     random_layer, sha256, Blob, Format, Image,
 };
-pub use push::{push_blob, push_image, push_index, push_manifest_bytes, push_one_layer};
+pub use push::{push_blob, push_image, push_index, push_manifest_bytes, push_one_layer, push_tars};
 pub use registry::Registry;
 pub use run::{
     assert_no_secret, assert_store_consistent, blob_path, blobs, entry, index, oracle,

@@ -139,3 +139,19 @@ pub fn push_one_layer(repo: &str, seed: u64, size: usize) -> super::Image {
     push_image(&super::world().plain().host(), repo, "1", &img);
     img
 }
+
+/// An image of these tars, each gzipped, pushed as `REPO:1` through the plain registry: its
+/// name to pull and the image.
+pub fn push_tars(repo: &str, tars: &[Vec<u8>]) -> (String, super::Image) {
+    let img = super::image(
+        super::Format::Docker,
+        "linux",
+        "amd64",
+        tars.iter()
+            .map(|t| super::Blob::new("", super::gzip(t)))
+            .collect(),
+    );
+    let reg = super::world().plain().host();
+    push_image(&reg, repo, "1", &img);
+    (format!("{reg}/{repo}:1"), img)
+}
