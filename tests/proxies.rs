@@ -1,12 +1,15 @@
-//! HTTP proxies as docker, skopeo and curl read them (SPEC: Networks), through a CONNECT proxy
-//! the test starts that maps a name resolving nowhere (`registry.imagec.test`) to the real
-//! registry: so a pull that works went through the proxy.
+//! HTTP proxies as docker, skopeo and curl read them (SPEC: Networks), through a proxy the test
+//! starts (HTTPS through `CONNECT`, plain HTTP in absolute form, as squid wants them) that maps
+//! a name resolving nowhere (`registry.imagec.test`) to the real registry: so a pull that works
+//! went through the proxy.
 
 mod support;
 
 use std::process::Command;
 
 use support::http_proxy::HttpProxy;
+use support::socks_proxy::SocksProxy;
+use support::squid::Squid;
 use support::*;
 
 /// `imagec()` with the proxy variables given and NO_PROXY (which the test support sets to `*`)
@@ -54,12 +57,40 @@ fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
     )
     .expect(0);
     entry(&dest, &name);
+    // HTTPS is tried first, through CONNECT (the plain registry answers it with no TLS); the
+    // plain-HTTP requests go in absolute form, which the proxy forwards: a proxy that allows
+    // CONNECT to port 443 alone (squid's default) would refuse a CONNECT to this port.
     assert!(
         proxy.connects().iter().all(|t| *t == host),
         "{:?}",
         proxy.connects()
     );
-    assert!(!proxy.connects().is_empty());
+    let forwarded = proxy.forwarded();
+    assert!(
+        forwarded
+            .iter()
+            .all(|r| r.starts_with("GET ") || r.starts_with("HEAD ")),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded
+            .iter()
+            .all(|r| r.contains(&format!(" http://{host}/v2/"))),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded.iter().any(|r| r.starts_with(&format!(
+            "GET http://{host}/v2/proxies/through/blobs/sha256:"
+        ))),
+        "{forwarded:?}"
+    );
+    // Connections to the proxy are kept alive: the rewrite holds for every request on one.
+    let forwarding_connections = proxy.connections() - proxy.connects().len();
+    assert!(
+        forwarding_connections < forwarded.len(),
+        "{forwarding_connections} connections for {} requests",
+        forwarded.len()
+    );
     assert!(
         out.stderr.contains(&format!("via proxy {url}")),
         "{}",
@@ -68,7 +99,7 @@ fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
 
     // NO_PROXY naming the domain (leading dot: subdomains) sends it direct, where the name
     // resolves nowhere: exit 1, and the proxy saw nothing more.
-    let before = proxy.connects().len();
+    let before = proxy.connections();
     run(with_proxy_env(
         &[("HTTPS_PROXY", &url), ("HTTP_PROXY", &url)],
         "localhost,.imagec.test",
@@ -77,7 +108,7 @@ fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
     .arg(world().temp_dir().join("store"))
     .arg(&name))
     .expect(1);
-    assert_eq!(proxy.connects().len(), before);
+    assert_eq!(proxy.connections(), before);
 }
 
 /// A loopback registry is never proxied, whatever the variables say.
@@ -99,35 +130,58 @@ fn loopback_registries_are_never_proxied() {
     .arg(world().temp_dir().join("store"))
     .arg(&name))
     .expect(0);
-    assert_eq!(proxy.connects(), Vec::<String>::new());
+    assert_eq!(proxy.connections(), 0);
 }
 
-/// A proxy that wants credentials: a 407 is the proxy's failure, named as such (exit 1); with
-/// `user:password@` in its URL the pull works, and the password is in no output.
+/// A proxy that wants credentials: a 407 is the proxy's failure, named as such (exit 1), whether
+/// it answers a `CONNECT` (HTTPS) or a request in absolute form (plain HTTP); a wrong password
+/// is told apart from none; with `user:password@` in its URL the pull works, and the password
+/// is in no output.
 #[test]
 fn a_proxy_asking_for_credentials() {
     pushed("proxies/auth", 9220);
     let (host, map) = hidden_name();
-    let proxy = HttpProxy::start(map, Some("carol:pr0xy-secret")).unwrap();
+    let proxy = HttpProxy::start(map.clone(), Some("carol:pr0xy-secret")).unwrap();
     let name = format!("{host}/proxies/auth:1");
     let bare = format!("http://{}", proxy.host());
-    let out = run(
-        with_proxy_env(&[("HTTPS_PROXY", &bare), ("HTTP_PROXY", &bare)], "")
-            .args(["pull", "--insecure-allow-http", "--dest"])
-            .arg(world().temp_dir().join("store"))
-            .arg(&name),
-    )
-    .expect(1);
-    assert!(
-        out.stderr.contains(&format!("proxy {bare} failed"))
-            && out.stderr.contains("407")
-            && out.stderr.contains("wants credentials"),
-        "{}",
-        out.stderr
-    );
+    let scratch = world().temp_dir();
+    let dest = scratch.join("store");
+    let pull = |https: &str, http: &str| {
+        run(
+            with_proxy_env(&[("HTTPS_PROXY", https), ("HTTP_PROXY", http)], "")
+                .args(["pull", "-v", "--insecure-allow-http", "--dest"])
+                .arg(&dest)
+                .arg(&name),
+        )
+    };
+    let refused = |stderr: &str, proxy: &str, why: &str| {
+        assert!(
+            stderr.contains(&format!("proxy {proxy} failed"))
+                && stderr.contains("407")
+                && stderr.contains(why),
+            "{stderr}"
+        );
+    };
+    let out = pull(&bare, &bare).expect(1);
+    refused(&out.stderr, &bare, "wants credentials");
+    assert!(!proxy.connects().is_empty());
+
+    // HTTPS through an open proxy (where the plain registry fails the handshake), plain HTTP
+    // through this one: its 407 to the absolute-form request is what the user is told.
+    let open = HttpProxy::start(map, None).unwrap();
+    let open_url = format!("http://{}", open.host());
+    let forwarded_before = proxy.forwarded().len();
+    let out = pull(&open_url, &bare).expect(1);
+    refused(&out.stderr, &bare, "wants credentials");
+    assert!(proxy.forwarded().len() > forwarded_before);
+    assert!(!open.connects().is_empty());
+
+    let wrong = format!("http://carol:not-it@{}", proxy.host());
+    let out = pull(&open_url, &wrong).expect(1);
+    refused(&out.stderr, &bare, "refused the credentials");
+    assert_no_secret("not-it", &[&out.stdout, &out.stderr], &scratch);
 
     let with = format!("http://carol:pr0xy-secret@{}", proxy.host());
-    let dest = world().temp_dir().join("store");
     let out = run(
         with_proxy_env(&[("HTTPS_PROXY", &with), ("HTTP_PROXY", &with)], "")
             .args(["pull", "-v", "--insecure-allow-http", "--dest"])
@@ -175,4 +229,149 @@ fn a_tls_registry_through_the_proxy_is_verified_end_to_end() {
         .arg(&name))
     .expect(1);
     assert!(out.stderr.contains("UnknownIssuer"), "{}", out.stderr);
+}
+
+/// A SOCKS proxy (`socks5h://` in ALL_PROXY, as docker's docs show) carries the pull, the name
+/// resolved by the proxy. Regression: ureq was built without its SOCKS support, and a SOCKS
+/// proxy in the environment made imagec panic (exit 101).
+#[test]
+fn a_socks_proxy_carries_the_pull() {
+    pushed("proxies/socks", 9240);
+    let (host, map) = hidden_name();
+    let proxy = SocksProxy::start(map).unwrap();
+    let url = format!("socks5h://{}", proxy.host());
+    let name = format!("{host}/proxies/socks:1");
+    let dest = world().temp_dir().join("store");
+    let out = run(with_proxy_env(&[("ALL_PROXY", &url)], "")
+        .args(["pull", "-v", "--insecure-allow-http", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+    assert!(!proxy.targets().is_empty());
+    assert!(
+        proxy.targets().iter().all(|t| *t == host),
+        "{:?}",
+        proxy.targets()
+    );
+    assert!(
+        out.stderr.contains(&format!("via proxy {url}")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A real squid, configured as corporate proxies are (Basic credentials required, `CONNECT`
+/// to port 443 only, here also to the TLS registry's port): a plain-HTTP registry on another
+/// port is pulled in absolute form (a `CONNECT` there is refused with 403, and HTTPS is not
+/// the way in), a TLS one through `CONNECT` with the certificate verified end to end; without
+/// credentials the 407 is squid's, named as the proxy's. Regression: plain HTTP went through
+/// `CONNECT` too, which squid refused, so no plain-HTTP registry could be pulled through it.
+#[test]
+fn a_real_squid_carries_plain_http_and_tls_pulls() {
+    pushed("proxies/squid", 9250);
+    let plain_port: u16 = world()
+        .plain()
+        .host()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tls_port: u16 = world()
+        .tls()
+        .host()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let squid = Squid::start(
+        &["registry.imagec.test"],
+        Some(("carol", "sq-secret")),
+        &[tls_port],
+    )
+    .unwrap();
+    let with = format!("http://carol:sq-secret@{}", squid.host());
+    let shown = format!("http://{}", squid.host());
+    let scratch = world().temp_dir();
+
+    let plain = format!("registry.imagec.test:{plain_port}/proxies/squid:1");
+    let dest = scratch.join("plain");
+    let out = run(
+        with_proxy_env(&[("HTTPS_PROXY", &with), ("HTTP_PROXY", &with)], "")
+            .args(["pull", "-v", "--insecure-allow-http", "--dest"])
+            .arg(&dest)
+            .arg(&plain),
+    )
+    .expect(0);
+    entry(&dest, &plain);
+    assert_no_secret("sq-secret", &[&out.stdout, &out.stderr], &scratch);
+    let log = squid.accesses();
+    let blob_gets: Vec<_> = log
+        .iter()
+        .filter(|a| a.method == "GET" && a.url.contains("/v2/proxies/squid/blobs/"))
+        .collect();
+    assert!(!blob_gets.is_empty(), "{log:?}");
+    assert!(
+        blob_gets.iter().all(|a| a
+            .url
+            .starts_with(&format!("http://registry.imagec.test:{plain_port}/v2/"))
+            && a.result.ends_with("/200")
+            && a.user == "carol"),
+        "{log:?}"
+    );
+
+    // Without --insecure-allow-http only HTTPS is tried: squid's 403 to the CONNECT is
+    // explained.
+    let out = run(
+        with_proxy_env(&[("HTTPS_PROXY", &with), ("HTTP_PROXY", &with)], "")
+            .args(["pull", "--dest"])
+            .arg(scratch.join("refused"))
+            .arg(&plain),
+    )
+    .expect(1);
+    assert!(
+        out.stderr.contains(&format!("proxy {shown} failed"))
+            && out.stderr.contains("403")
+            && out.stderr.contains("CONNECT to port 443 only"),
+        "{}",
+        out.stderr
+    );
+
+    let tls = format!("registry.imagec.test:{tls_port}/proxies/squid:1");
+    let dest = scratch.join("tls");
+    run(with_proxy_env(&[("HTTPS_PROXY", &with)], "")
+        .args(["pull", "-q", "--ca-cert"])
+        .arg(world().ca_cert_path())
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&tls))
+    .expect(0);
+    entry(&dest, &tls);
+    let tunnel = format!("registry.imagec.test:{tls_port}");
+    assert!(
+        squid
+            .accesses()
+            .iter()
+            .any(|a| a.method == "CONNECT" && a.url == tunnel && a.result.ends_with("/200")),
+        "{:?}",
+        squid.accesses()
+    );
+
+    let bare = shown.clone();
+    let out = run(
+        with_proxy_env(&[("HTTPS_PROXY", &bare), ("HTTP_PROXY", &bare)], "")
+            .args(["pull", "--insecure-allow-http", "--dest"])
+            .arg(scratch.join("none"))
+            .arg(&plain),
+    )
+    .expect(1);
+    assert!(
+        out.stderr.contains(&format!("proxy {shown} failed"))
+            && out.stderr.contains("407")
+            && out.stderr.contains("wants credentials"),
+        "{}",
+        out.stderr
+    );
 }

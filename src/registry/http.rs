@@ -172,10 +172,19 @@ impl Http {
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded");
         let left = self.time_left("POST", url)?;
-        let via = self.proxy.for_url(url).map(|(p, _)| p.clone());
-        req = req.config().timeout_global(left).proxy(via).build();
+        let tunnel = self.proxy.tunnel_for(url).cloned();
+        req = req.config().timeout_global(left).proxy(tunnel).build();
+        let via = self.proxy.via(url);
+        let via_shown = via.as_ref().map(|v| v.shown.clone());
         let shown = loggable(url);
         let resp = req.send(form.expose().as_bytes()).map_err(|e| {
+            if let Some(err) = via
+                .as_ref()
+                .and_then(|v| proxy_failure(&e, v, "POST", &shown))
+            {
+                log::info!("POST {shown} -> error through proxy: {e}");
+                return err;
+            }
             log::info!("POST {shown} -> error: {e}");
             RegistryError::Transport {
                 method: "POST",
@@ -184,10 +193,15 @@ impl Http {
             }
         })?;
         log::info!(
-            "POST {shown} -> {} ({} ms, with a refresh token)",
+            "POST {shown} -> {} ({} ms, with a refresh token{})",
             resp.status().as_u16(),
-            start.elapsed().as_millis()
+            start.elapsed().as_millis(),
+            via_shown
+                .as_deref()
+                .map(|p| format!(", via proxy {p}"))
+                .unwrap_or_default()
         );
+        self.refused_by_proxy(&resp, url, "POST", &shown)?;
         Ok(resp)
     }
 
@@ -213,23 +227,24 @@ impl Http {
                 req = req.header(*k, v);
             }
             let left = self.time_left(method.as_str(), &current)?;
-            let via = self.proxy.for_url(&current);
             req = req
                 .config()
                 .timeout_global(left)
-                .proxy(via.map(|(p, _)| p.clone()))
+                .proxy(self.proxy.tunnel_for(&current).cloned())
                 .build();
-            let via_shown = via.map(|(_, shown)| shown.to_string());
+            let via = self.proxy.via(&current);
+            let via_shown = via.as_ref().map(|v| v.shown.clone());
             if let (Some(a), true) = (auth, same_origin) {
                 req = req.header("Authorization", a.expose());
             }
             let shown = loggable(&current);
             let resp = req.call().map_err(|e| {
-                if let Some(proxy) = &via_shown {
-                    if let Some(err) = proxy_failure(&e, proxy, method.as_str(), &shown) {
+                if let Some(via) = &via {
+                    if let Some(err) = proxy_failure(&e, via, method.as_str(), &shown) {
                         log::info!(
-                            "{} {shown} -> error through proxy {proxy}: {e}",
-                            method.as_str()
+                            "{} {shown} -> error through proxy {}: {e}",
+                            method.as_str(),
+                            via.shown
                         );
                         return err;
                     }
@@ -265,6 +280,7 @@ impl Http {
                     .map(|p| format!(", via proxy {p}"))
                     .unwrap_or_default()
             );
+            self.refused_by_proxy(&resp, &current, method.as_str(), &shown)?;
             if !is_redirect(status) {
                 return Ok(resp);
             }
@@ -288,9 +304,49 @@ impl Http {
     }
 }
 
-/// An agent with imagec's settings and this TLS setup.
+impl Http {
+    /// A 407 answered by a proxy that had the request in absolute form (plain HTTP): the
+    /// proxy's failure, as a refused `CONNECT` is.
+    fn refused_by_proxy(
+        &self,
+        resp: &Response<Body>,
+        url: &str,
+        method: &'static str,
+        shown: &str,
+    ) -> Result<(), RegistryError> {
+        if resp.status() != StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            || self.proxy.forwards(url).is_none()
+        {
+            return Ok(());
+        }
+        let Some(via) = self.proxy.via(url) else {
+            return Ok(());
+        };
+        Err(RegistryError::Proxy {
+            reason: proxy_auth_reason("HTTP 407 Proxy Authentication Required", via.credentials),
+            proxy: via.shown,
+            method,
+            url: shown.to_string(),
+        })
+    }
+}
+
+/// Why a proxy answered 407, and what to do about it.
+fn proxy_auth_reason(status: &str, sent_credentials: bool) -> String {
+    if sent_credentials {
+        format!("{status}: it refused the credentials in the proxy URL")
+    } else {
+        format!("{status}: it wants credentials (write them in the proxy URL: http://USER:PASSWORD@HOST:PORT)")
+    }
+}
+
+/// An agent with imagec's settings and this TLS setup. Its connections follow the proxy
+/// rules: plain HTTP through an `http://` proxy in absolute form (see
+/// [`super::proxy::absolute_form`]), HTTPS through the `CONNECT` proxy each request names.
 fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    use super::proxy::absolute_form::{ProxyConnector, ProxyResolver};
+    use ureq::unversioned::transport::{Connector as _, DefaultConnector};
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .max_redirects_will_error(false)
@@ -299,8 +355,13 @@ fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
         .timeout_per_read(Some(settings.read_timeout))
         .tls_config(tls)
         .proxy(None)
-        .build()
-        .into()
+        .build();
+    let connector = DefaultConnector::new().chain(ProxyConnector::new(settings.proxy.clone()));
+    ureq::Agent::with_parts(
+        config,
+        connector,
+        ProxyResolver::new(settings.proxy.clone()),
+    )
 }
 
 /// The system's trusted roots (Debian's bundle), Mozilla's, and the user's `--ca-cert` files.
@@ -333,14 +394,16 @@ fn root_certs_with(extra: &[PathBuf]) -> Result<Vec<Certificate<'static>>, TlsSe
 /// proxy itself out of reach. Named as the proxy's failure, not the registry's.
 fn proxy_failure(
     e: &ureq::Error,
-    proxy: &str,
+    via: &super::proxy::Via,
     method: &'static str,
     url: &str,
 ) -> Option<RegistryError> {
     let reason = match e {
         ureq::Error::ConnectProxyFailed(reason) => {
             if reason.contains(" 407") {
-                format!("{reason}: it wants credentials (write them in the proxy URL: http://USER:PASSWORD@HOST:PORT)")
+                proxy_auth_reason(reason, via.credentials)
+            } else if reason.contains(" 403") {
+                format!("{reason}: it refuses a tunnel to this host or port (squid allows CONNECT to port 443 only, by default)")
             } else {
                 reason.clone()
             }
@@ -349,7 +412,7 @@ fn proxy_failure(
         _ => return None,
     };
     Some(RegistryError::Proxy {
-        proxy: proxy.to_string(),
+        proxy: via.shown.clone(),
         method,
         url: url.to_string(),
         reason,

@@ -395,18 +395,30 @@ fn probe(
         {
             https
         }
-        Err(e) if allow_http && matches!(e, RegistryError::Transport { .. }) => {
-            if let RegistryError::Transport { source, .. } = &e {
-                match http::tls_problem(source) {
+        // A proxy that refused the CONNECT for HTTPS (squid allows it to port 443 only, by
+        // default) says nothing of the registry: plain HTTP goes through it another way.
+        Err(e)
+            if allow_http
+                && matches!(
+                    e,
+                    RegistryError::Transport { .. } | RegistryError::Proxy { .. }
+                ) =>
+        {
+            match &e {
+                RegistryError::Transport { source, .. } => match http::tls_problem(source) {
                     Some(http::TlsProblem::NotTls) => log::info!("{host}: not TLS, trying HTTP"),
                     _ => log::info!("{host}: HTTPS failed, trying HTTP"),
-                }
+                },
+                _ => log::info!("{host}: the proxy refused HTTPS, trying HTTP"),
             }
             match Endpoint::probe(http, host, format!("http://{host}"), credentials) {
                 Ok(ep) => Ok(ep),
                 // The server speaks plain HTTP and answered with a status of its own (a 503
                 // while it starts, say): that answer is the one to retry and to report.
                 Err(status @ RegistryError::Status { .. }) => Err(status),
+                // A proxy refused the plain-HTTP request (a 407, say): the proxy is what the
+                // user has to fix.
+                Err(proxy @ RegistryError::Proxy { .. }) => Err(proxy),
                 // Otherwise (nothing answered, or a TLS server refused plain HTTP) the HTTPS
                 // failure is what the user can act on: an untrusted certificate, say.
                 Err(_) => Err(e),

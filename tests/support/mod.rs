@@ -25,6 +25,8 @@ pub mod push;
 pub mod registry;
 pub mod run;
 pub mod schema1;
+pub mod socks_proxy;
+pub mod squid;
 pub mod tarballs;
 pub mod token;
 

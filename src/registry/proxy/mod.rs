@@ -3,7 +3,10 @@
 //! either when the first is unset (upper case before lower); `NO_PROXY` entries are host names
 //! (the name and its subdomains; a leading `.` for subdomains only), IP addresses, CIDR ranges,
 //! any of them with `:port`, or `*`. Loopback is never proxied. ureq reads none of this itself:
-//! its own environment lookup is turned off.
+//! its own environment lookup is turned off. HTTPS goes through `CONNECT` (ureq's); plain HTTP
+//! through an `http://` proxy goes in absolute form ([`absolute_form`]).
+
+pub mod absolute_form;
 
 use std::net::IpAddr;
 
@@ -13,6 +16,15 @@ pub struct ProxyRules {
     http: Option<Chosen>,
     https: Option<Chosen>,
     no_proxy: Vec<String>,
+}
+
+/// A request's proxy, as errors and `-v` speak of it.
+#[derive(Debug, Clone)]
+pub struct Via {
+    /// `scheme://host:port`, without credentials.
+    pub shown: String,
+    /// The proxy URL carries `user:password@` (sent as `Proxy-Authorization`).
+    pub credentials: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +90,36 @@ impl ProxyRules {
             return None;
         }
         Some((&chosen.proxy, &chosen.shown))
+    }
+
+    /// The proxy a URL goes through, as messages name it; None to go direct.
+    pub fn via(&self, url: &str) -> Option<Via> {
+        self.for_url(url).map(|(p, shown)| Via {
+            shown: shown.to_string(),
+            credentials: p.username().is_some() || p.password().is_some(),
+        })
+    }
+
+    /// The proxy a plain-HTTP URL is sent to in absolute form: an `http://` proxy chosen for
+    /// an `http://` URL. None for anything else.
+    pub fn forwards(&self, url: &str) -> Option<&ureq::Proxy> {
+        if !url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        {
+            return None;
+        }
+        let (proxy, _) = self.for_url(url)?;
+        (proxy.protocol() == ureq::ProxyProtocol::Http).then_some(proxy)
+    }
+
+    /// The proxy ureq tunnels a request through with `CONNECT`: None when it goes direct or in
+    /// absolute form.
+    pub fn tunnel_for(&self, url: &str) -> Option<&ureq::Proxy> {
+        if self.forwards(url).is_some() {
+            return None;
+        }
+        self.for_url(url).map(|(p, _)| p)
     }
 
     /// Is `host:port` in NO_PROXY?
@@ -250,5 +292,20 @@ mod tests {
         }
         let all = rules(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")]);
         assert_eq!(via(&all, "https://anything.example/"), None);
+    }
+
+    #[test]
+    fn plain_http_goes_in_absolute_form_and_https_through_connect() {
+        let r = rules(&[("ALL_PROXY", "http://p:1")]);
+        assert!(r.forwards("http://reg.example:5000/v2/").is_some());
+        assert!(r.tunnel_for("http://reg.example:5000/v2/").is_none());
+        assert!(r.forwards("https://reg.example/v2/").is_none());
+        assert!(r.tunnel_for("https://reg.example/v2/").is_some());
+        assert!(r.forwards("http://127.0.0.1:5000/v2/").is_none());
+        assert!(r.tunnel_for("http://127.0.0.1:5000/v2/").is_none());
+        // Another kind of proxy (SOCKS) is left to ureq for either scheme.
+        let socks = rules(&[("ALL_PROXY", "socks5://p:1080")]);
+        assert!(socks.forwards("http://reg.example/v2/").is_none());
+        assert!(socks.tunnel_for("http://reg.example/v2/").is_some());
     }
 }
