@@ -295,3 +295,80 @@ fn a_mirror_sending_too_many_bytes_is_passed_over() {
     entry(&dest, &name);
     assert_store_consistent(Path::new(&dest));
 }
+
+/// registries.conf's registry-level `insecure = true`, as containers/image means it: a
+/// registry whose certificate no CA here vouches for is pulled without verification, and one
+/// on a name that is not loopback may answer plain HTTP, with no flag. Without the file both
+/// fail. Regression: the key was ignored (only a mirror's `insecure` was read).
+#[test]
+fn an_insecure_registry_in_registries_conf() {
+    let tls = world().tls().host();
+    // The world's registries share one storage: pushed to one, served by all.
+    push_image(
+        &world().plain().host(),
+        "conf/insecure",
+        "1",
+        &small_image(9130),
+    );
+    let scratch = world().temp_dir();
+    let conf = scratch.join("registries.conf");
+    let name = format!("{tls}/conf/insecure:1");
+    let out = run(imagec()
+        .args(["pull", "--retries", "1", "--dest"])
+        .arg(scratch.join("refused"))
+        .arg(&name))
+    .expect(1);
+    assert!(out.stderr.contains("UnknownIssuer"), "{}", out.stderr);
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nprefix = \"{tls}\"\ninsecure = true\n"),
+    )
+    .unwrap();
+    let dest = scratch.join("tls");
+    let out = run(imagec()
+        .args(["pull", "-v", "--registries-conf"])
+        .arg(&conf)
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+    assert!(out.stderr.contains("TLS not verified"), "{}", out.stderr);
+
+    // Plain HTTP on a name that is not loopback, reached through a proxy that maps it.
+    let port = world()
+        .plain()
+        .host()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let hidden = format!("registry.imagec.test:{port}");
+    let proxy =
+        support::http_proxy::HttpProxy::start(vec![(hidden.clone(), world().plain().host())], None)
+            .unwrap();
+    let via = format!("http://{}", proxy.host());
+    let name = format!("{hidden}/conf/insecure:1");
+    let pull = |conf: Option<&Path>, dest: &Path| {
+        let mut cmd = imagec();
+        cmd.env("NO_PROXY", "")
+            .env("no_proxy", "")
+            .env("HTTPS_PROXY", &via)
+            .env("HTTP_PROXY", &via)
+            .args(["pull", "--retries", "1"]);
+        if let Some(c) = conf {
+            cmd.arg("--registries-conf").arg(c);
+        }
+        run(cmd.arg("--dest").arg(dest).arg(&name))
+    };
+    pull(None, &scratch.join("no-http")).expect(1);
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nprefix = \"{hidden}\"\ninsecure = true\n"),
+    )
+    .unwrap();
+    let dest = scratch.join("http");
+    pull(Some(&conf), &dest).expect(0);
+    entry(&dest, &name);
+    assert!(!proxy.forwarded().is_empty());
+}

@@ -153,6 +153,9 @@ impl Settings {
                         hosts.dedup();
                         hosts
                     },
+                    unverified_hosts: crate::registry::hosts::unverified_hosts(
+                        &mirrors, registries,
+                    ),
                 },
                 credentials: credentials(a, registries, &env)?,
                 allow_http: a.insecure_allow_http,

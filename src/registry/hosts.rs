@@ -44,6 +44,9 @@ pub struct Rule {
     pub prefix: String,
     /// registries.conf `location`: the registry (and prefix) that really serves it.
     pub location: Option<String>,
+    /// registries.conf `insecure = true`: the registry may answer plain HTTP, or TLS with a
+    /// certificate nobody vouches for (containers/image's meaning).
+    pub insecure: bool,
     /// registries.conf `blocked = true`: references under it are refused.
     pub blocked: bool,
     pub mirrors: Vec<Mirror>,
@@ -55,7 +58,8 @@ pub struct Mirror {
     pub location: String,
     /// As the user wrote it.
     pub configured: String,
-    /// Plain HTTP allowed (`insecure = true`, or an `http://` URL).
+    /// `insecure = true`, or an `http://` URL: plain HTTP allowed, and TLS not verified (what
+    /// containers/image and docker's `insecure-registries` mean).
     pub insecure: bool,
     /// Only digests are fetched from it (`mirror-by-digest-only`, `pull-from-mirror =
     /// "digest-only"`): a tag always comes from the registry.
@@ -141,8 +145,9 @@ pub fn hosts_for(r: &Reference, settings: &RegistrySettings) -> Vec<Host> {
             r.registry().to_string(),
         ),
     };
+    let insecure = rule.is_some_and(|x| x.insecure);
     hosts.push(Host {
-        allow_http: settings.allow_http || r.is_loopback() || is_loopback(&api_host),
+        allow_http: insecure || settings.allow_http || r.is_loopback() || is_loopback(&api_host),
         api_host,
         repository,
         credentials_for,
@@ -152,6 +157,38 @@ pub fn hosts_for(r: &Reference, settings: &RegistrySettings) -> Vec<Host> {
         },
         mirror: None,
     });
+    hosts
+}
+
+/// The hosts (`host[:port]`) whose TLS is not verified: insecure mirrors, and the registries
+/// of insecure rules (at their `location`, or, for a `*.domain` rule, those of `registries`
+/// under it).
+pub fn unverified_hosts(rules: &[Rule], registries: &[&str]) -> Vec<String> {
+    let host_of = |place: &str| place.split('/').next().unwrap_or(place).to_string();
+    let mut hosts = Vec::new();
+    for rule in rules {
+        hosts.extend(
+            rule.mirrors
+                .iter()
+                .filter(|m| m.insecure)
+                .map(|m| host_of(&m.location)),
+        );
+        if !rule.insecure {
+            continue;
+        }
+        match (&rule.location, rule.prefix.strip_prefix("*.")) {
+            (Some(location), _) => hosts.push(host_of(location)),
+            (None, Some(_)) => hosts.extend(
+                registries
+                    .iter()
+                    .filter(|r| prefix_matches(&rule.prefix, &format!("{r}/"), r))
+                    .map(|r| r.to_string()),
+            ),
+            (None, None) => hosts.push(host_of(&rule.prefix)),
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
     hosts
 }
 
@@ -213,6 +250,7 @@ mod tests {
                 proxy: Default::default(),
                 cert_dirs: vec![],
                 hosts: vec![],
+                unverified_hosts: vec![],
             },
             credentials: Default::default(),
             allow_http: false,
@@ -305,5 +343,52 @@ mod tests {
         assert_eq!((m.location.as_str(), m.insecure), ("m.example/quay", false));
         assert!(parse_mirror_flag("nothing").is_err());
         assert!(parse_mirror_flag("docker.io=").is_err());
+    }
+
+    #[test]
+    fn insecure_rules_and_mirrors_name_their_hosts() {
+        let rules = vec![
+            Rule {
+                prefix: "lab.corp:5000/team".into(),
+                insecure: true,
+                ..Default::default()
+            },
+            Rule {
+                prefix: "old.corp".into(),
+                location: Some("new.corp:8443/moved".into()),
+                insecure: true,
+                ..Default::default()
+            },
+            Rule {
+                prefix: "*.dev.corp".into(),
+                insecure: true,
+                ..Default::default()
+            },
+            Rule {
+                prefix: "docker.io".into(),
+                mirrors: vec![
+                    Mirror {
+                        insecure: true,
+                        ..mirror("cache.corp:5000/hub")
+                    },
+                    mirror("safe.corp"),
+                ],
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            unverified_hosts(&rules, &["a.dev.corp:5000", "dev.corp", "docker.io"]),
+            [
+                "a.dev.corp:5000",
+                "cache.corp:5000",
+                "lab.corp:5000",
+                "new.corp:8443"
+            ]
+        );
+        let r: Reference = "lab.corp:5000/team/app:1".parse().unwrap();
+        let hosts = hosts_for(&r, &settings(rules.clone()));
+        assert!(hosts.last().unwrap().allow_http);
+        let r: Reference = "lab.corp:5000/other/app:1".parse().unwrap();
+        assert!(!hosts_for(&r, &settings(rules)).last().unwrap().allow_http);
     }
 }

@@ -31,6 +31,8 @@ pub struct HttpSettings {
     /// The registries the run talks to (`host[:port]` as references name them): each one with
     /// a certs.d directory gets its own TLS setup.
     pub hosts: Vec<String>,
+    /// Hosts whose certificates are not verified (registries.conf `insecure = true`).
+    pub unverified_hosts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,28 +97,44 @@ impl Http {
             Some(root_certs_with(&settings.ca_certs)?)
         };
         let mut by_host = HashMap::new();
-        for host in &settings.hosts {
-            let Some(found) = super::certs::for_host(&settings.cert_dirs, host)? else {
+        let mut hosts: Vec<&String> = settings
+            .hosts
+            .iter()
+            .chain(&settings.unverified_hosts)
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        for host in hosts {
+            let found = super::certs::for_host(&settings.cert_dirs, host)?;
+            let unverified = settings.unverified_hosts.contains(host);
+            if found.is_none() && !unverified {
                 continue;
-            };
-            let mut certs = match &roots {
-                Some(r) => r.clone(),
-                None => root_certs_with(&[])?,
-            };
-            let n = found.cas.len();
-            certs.extend(found.cas);
-            let (client, pair) = found.client.unzip();
-            let host_tls = tls()
-                .root_certs(RootCerts::new_with_certs(&certs))
-                .client_cert(pair);
-            log::info!(
-                "{host}: TLS from {} ({n} CA certificate{}{})",
-                found.dir.display(),
-                if n == 1 { "" } else { "s" },
-                client
-                    .map(|p| format!(", client certificate {}", p.display()))
-                    .unwrap_or_default()
-            );
+            }
+            let mut host_tls = tls();
+            if unverified {
+                log::info!("{host}: TLS not verified (insecure = true in registries.conf)");
+                host_tls = host_tls.disable_verification(true);
+            }
+            if let Some(found) = found {
+                let mut certs = match &roots {
+                    Some(r) => r.clone(),
+                    None => root_certs_with(&[])?,
+                };
+                let n = found.cas.len();
+                certs.extend(found.cas);
+                let (client, pair) = found.client.unzip();
+                host_tls = host_tls
+                    .root_certs(RootCerts::new_with_certs(&certs))
+                    .client_cert(pair);
+                log::info!(
+                    "{host}: TLS from {} ({n} CA certificate{}{})",
+                    found.dir.display(),
+                    if n == 1 { "" } else { "s" },
+                    client
+                        .map(|p| format!(", client certificate {}", p.display()))
+                        .unwrap_or_default()
+                );
+            }
             let key = crate::reference::api_host_of(host).to_ascii_lowercase();
             by_host.insert(key, agent_with(settings, host_tls.build()));
         }

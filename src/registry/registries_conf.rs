@@ -1,5 +1,5 @@
 //! containers' `registries.conf` (v2, what containers/image reads): `[[registry]]` tables with
-//! `prefix`, `location`, `blocked`, `mirror-by-digest-only`, and their `[[registry.mirror]]`
+//! `prefix`, `location`, `insecure`, `blocked`, `mirror-by-digest-only`, and their `[[registry.mirror]]`
 //! entries (`location`, `insecure`, `pull-from-mirror`). Other tables (`[aliases]`,
 //! `unqualified-search-registries`) are not imagec's business and are left alone.
 
@@ -27,6 +27,8 @@ struct File {
 struct Entry {
     prefix: Option<String>,
     location: Option<String>,
+    #[serde(default)]
+    insecure: bool,
     #[serde(default)]
     blocked: bool,
     #[serde(default)]
@@ -100,6 +102,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Rule>, ConfError> {
         rules.push(Rule {
             prefix,
             location,
+            insecure: e.insecure,
             blocked: e.blocked,
             mirrors,
         });
