@@ -372,3 +372,65 @@ fn an_insecure_registry_in_registries_conf() {
     entry(&dest, &name);
     assert!(!proxy.forwarded().is_empty());
 }
+
+/// A mirror whose `/v2/` answers 503 is passed over, and not asked again before each request
+/// of the pull: one probe for the whole pull of an image of four blobs and a manifest.
+/// Regression: it was probed again before every request (a round trip each, under the lock
+/// every request takes to find its endpoint).
+#[test]
+fn a_mirror_failing_its_probe_is_not_probed_before_every_request() {
+    let reg = world().plain().host();
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        (0..3).map(|i| random_layer(9140 + i, 50_000)).collect(),
+    );
+    push_image(&reg, "mirrors/probe", "1", &img);
+    let broken = FaultProxy::start(&reg).unwrap();
+    broken.fail_first("/v2/", 503, None, 1000);
+    let name = format!("{reg}/mirrors/probe:1");
+    let dest = world().temp_dir().join("store");
+    let (doc, out) = pull_with_mirror(&format!("{reg}=http://{}", broken.host()), &name, &dest);
+    assert_eq!(doc["mirror"], serde_json::Value::Null, "{}", out.stdout);
+    entry(&dest, &name);
+    let asked = broken.requests("GET", "/v2/") + broken.requests("HEAD", "/v2/");
+    assert_eq!(asked, 1, "the mirror was asked {asked} times");
+}
+
+/// A layer begun at a mirror that sent a wrong byte and then broke off, and finished by the
+/// registry after the resume (the mirror refused the `Range`), fails its digest check: the
+/// mirror is blamed for it, and the layer comes again whole from the registry. Regression:
+/// nobody was blamed, and the pull failed (exit 1).
+#[test]
+fn a_blob_begun_at_a_lying_mirror_and_finished_by_the_registry_comes_again() {
+    let reg = world().plain().host();
+    let img = small_image(9150);
+    push_image(&reg, "mirrors/mixed", "1", &img);
+    let mirror = FaultProxy::start(&reg).unwrap();
+    let layer = &img.layers[0];
+    let path = format!("/blobs/{}", layer.digest);
+    mirror.flip_byte(&path, 1000);
+    mirror.reset_after(&path, 100_000, 1);
+    mirror.fail_ranged(&path, 503, 1000);
+    let name = format!("{reg}/mirrors/mixed:1");
+    let dest = world().temp_dir().join("store");
+    let (_, out) = pull_with_mirror(&format!("{reg}=http://{}", mirror.host()), &name, &dest);
+    assert!(
+        out.stderr.contains(&format!(
+            "mirror http://{} served bytes that are not {}",
+            mirror.host(),
+            layer.digest
+        )),
+        "{}",
+        out.stderr
+    );
+    entry(&dest, &name);
+    assert_eq!(
+        sha256(&std::fs::read(blob_path(&dest, &layer.digest)).unwrap()),
+        layer.digest
+    );
+    assert_store_consistent(Path::new(&dest));
+    // The mirror was asked for the layer twice: the first GET, and the resume it refused.
+    assert_eq!(mirror.requests("GET", &path), 2);
+}

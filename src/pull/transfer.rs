@@ -109,7 +109,7 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
             Ok(Begin::Present) => {}
             Ok(Begin::Ingest(ingest)) => {
                 let mut received = 0;
-                let mut served_by = None;
+                let mut served_by = Vec::new();
                 let mut attempt_start = 0;
                 let mut result = download(
                     registry,
@@ -119,13 +119,17 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
                     &mut received,
                     &mut served_by,
                 );
-                // A mirror that served other bytes is passed over: the blob comes again from
-                // the next source (the partial was discarded by the failed check).
-                while let (Err(e), Some(mirror)) = (&result, served_by.take()) {
-                    if !is_bad_bytes(e) {
+                // Mirrors that served other bytes are passed over: the blob comes again from
+                // the next source (the partial was discarded by the failed check). A blob
+                // begun at a mirror and finished elsewhere after a resume counts as the
+                // mirror's: the registry's own bytes are what the retry then fetches.
+                while let Err(e) = &result {
+                    if served_by.is_empty() || !is_bad_bytes(e) {
                         break;
                     }
-                    registry.distrust(&mirror, &d.digest);
+                    for mirror in served_by.drain(..) {
+                        registry.distrust(&mirror, &d.digest);
+                    }
                     // Whatever of it is kept came from that mirror.
                     store.discard_partial(&d.digest);
                     reporter.blob_rejected(&d.digest, received - attempt_start);
@@ -189,14 +193,14 @@ fn is_bad_bytes(e: &TransferError) -> bool {
     )
 }
 
-/// `served_by` is set to the mirror that sent the last bytes (None: the registry).
+/// `served_by` gets the mirrors that sent any of the bytes kept (none: the registry alone).
 fn download(
     registry: &Registry,
     job: &PlannedBlob,
     mut ingest: Ingest<'_>,
     cancel: &Cancel,
     received: &mut u64,
-    served_by: &mut Option<String>,
+    served_by: &mut Vec<String>,
 ) -> Result<Option<(Digest, bool)>, TransferError> {
     let d = &job.descriptor();
     let reporter = registry.reporter();
@@ -221,13 +225,16 @@ fn download(
                     return Ok(());
                 }
                 let (body, start, source) = registry.open_blob(&job.source, &d.digest, offset)?;
-                *served_by = source;
                 if start != offset {
                     // The server ignored our Range and sends the whole blob: start over.
                     ingest.restart()?;
+                    served_by.clear();
                     if started {
                         reporter.blob_restarted(&d.digest, offset);
                     }
+                }
+                if let Some(mirror) = source.filter(|m| !served_by.contains(m)) {
+                    served_by.push(mirror);
                 }
                 if !started {
                     reporter.blob_started(&d.digest, d.size, start);

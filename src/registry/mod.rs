@@ -22,7 +22,7 @@ mod tags;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ureq::http::Response;
 use ureq::Body;
@@ -70,12 +70,19 @@ pub struct Registry {
     retry: RetryPolicy,
     /// Mirrors that could not be connected to: skipped for the rest of the run.
     dead_mirrors: Mutex<HashSet<String>>,
+    /// Mirrors whose `/v2/` probe failed otherwise (a 5xx, a refused login), by endpoint key,
+    /// and when: skipped without a request for [`PROBE_AGAIN_AFTER`], then probed again.
+    failed_probes: Mutex<HashMap<String, Instant>>,
     /// (mirror, digest) pairs whose bytes did not match the digest: never asked again.
     lying_mirrors: Mutex<HashSet<(String, Digest)>>,
 }
 
 /// Which host served an answer: a mirror's configured name, or None for the registry.
 pub type ServedBy = Option<String>;
+
+/// A mirror whose `/v2/` answered with a failure is not asked again for this long: probing
+/// it before each request would add a round trip (under the endpoints lock) to every one.
+const PROBE_AGAIN_AFTER: Duration = Duration::from_secs(30);
 
 impl Registry {
     pub fn new(
@@ -97,6 +104,7 @@ impl Registry {
             endpoints: Mutex::new(HashMap::new()),
             reporter,
             dead_mirrors: Mutex::new(HashSet::new()),
+            failed_probes: Mutex::new(HashMap::new()),
             lying_mirrors: Mutex::new(HashSet::new()),
         })
     }
@@ -200,9 +208,21 @@ impl Registry {
                     continue;
                 }
             }
-            let answer = self
-                .endpoint_of(h)
-                .and_then(|ep| op(&ep, h).map_err(ClientError::from));
+            if self.probe_failed_lately(h) {
+                continue;
+            }
+            let answer = match self.endpoint_of(h) {
+                Ok(ep) => op(&ep, h).map_err(ClientError::from),
+                Err(e) => {
+                    if !unreachable(&e) {
+                        self.failed_probes
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(endpoint_key(h), Instant::now());
+                    }
+                    Err(e)
+                }
+            };
             match answer {
                 Ok(v) => return Ok((v, Some(m.configured.clone()))),
                 Err(e) => {
@@ -226,6 +246,14 @@ impl Registry {
             .retry
             .run("", self.reporter.as_ref(), || op(&ep, &registry))?;
         Ok((v, None))
+    }
+
+    fn probe_failed_lately(&self, h: &hosts::Host) -> bool {
+        self.failed_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&endpoint_key(h))
+            .is_some_and(|at| at.elapsed() < PROBE_AGAIN_AFTER)
     }
 
     fn is_dead(&self, host: &str) -> bool {

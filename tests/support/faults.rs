@@ -62,6 +62,9 @@ enum Kind {
         status: u16,
         retry_after: Option<String>,
     },
+    RangedStatus {
+        status: u16,
+    },
     Flip {
         offset: u64,
     },
@@ -135,6 +138,13 @@ impl FaultProxy {
             retry_after,
         };
         self.shared.arm(path_part, kind, times);
+    }
+
+    /// The next `times` requests with `Range` (a resume): answer `status` without contacting
+    /// the upstream; requests without `Range` pass.
+    pub fn fail_ranged(&self, path_part: &str, status: u16, times: u32) {
+        self.shared
+            .arm(path_part, Kind::RangedStatus { status }, times);
     }
 
     /// The next GET with a 2xx answer: flip every bit of the body byte at `offset` (counted
@@ -345,6 +355,13 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     }) = status_fault
     {
         return answer(&mut to_client, &method, status, retry_after, &sent);
+    }
+    if request.header("range").is_some() {
+        if let Some(Kind::RangedStatus { status }) =
+            shared.take(&target, |k| matches!(k, Kind::RangedStatus { .. }))
+        {
+            return answer(&mut to_client, &method, status, None, &sent);
+        }
     }
     if let Some(Kind::Serve {
         status,
