@@ -5,13 +5,16 @@
 //! resumed stream, later parallel Range chunks or a shared cache), they are written here and
 //! committed here (containerd: `content.Writer` with `Status`/`Commit`).
 //!
-//! Invariants: the partial file's length always equals the bytes hashed once [`Ingest::flush`]
-//! returns (so a crash leaves a prefix the next run re-hashes); nothing past the descriptor's
-//! size is ever written; a blob whose bytes turn out wrong is deleted, partial and all.
+//! Invariants: without chunk bookkeeping, the partial file's length always equals the bytes
+//! hashed once [`Ingest::flush`] returns (so a crash leaves a prefix the next run re-hashes);
+//! with it (a blob fetched in parallel chunks, [`super::chunks`]), the complete ranges are
+//! the ones it lists; nothing past the descriptor's size is ever written; a blob whose bytes
+//! turn out wrong is deleted, partial, bookkeeping and all.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 
+use super::chunks::{Chunked, Ranges};
 use super::{Store, StoreError};
 use crate::digest::{Digest, Hasher, VerifyError};
 use crate::layer::diffid::DiffId;
@@ -47,6 +50,12 @@ pub struct Ingest<'s> {
     hasher: Hasher,
     want_diff_id: bool,
     diff_id: Option<DiffId>,
+    /// The complete ranges an earlier chunked fetch left (the prefix included), when its
+    /// bookkeeping file was there; the file then holds bytes past the hashed prefix.
+    chunks: Option<Ranges>,
+    /// The file may hold bytes past the hashed prefix (chunks): a sequential write first
+    /// cuts them off, and the bookkeeping goes.
+    tail_dirty: bool,
     /// Held until the ingest ends: other processes wait for it, then find the blob in place.
     _lock: File,
 }
@@ -71,15 +80,29 @@ impl Store {
         let mut ingest_hasher = Hasher::new();
         let mut ingest_diff = diff_id.then(DiffId::new);
         let have = file.metadata().map_err(err("reading"))?.len();
+        let mut chunks = self.read_chunks(digest, size).filter(|_| have <= size);
+        if chunks.is_none() {
+            self.forget_chunks(digest);
+        }
+        // Without bookkeeping the whole file is the prefix; with it, the run from byte 0 it
+        // lists.
+        let prefix = chunks.as_ref().map_or(have, |c| c.prefix().min(have));
         if have > size {
             file.set_len(0).map_err(err("truncating"))?;
-        } else if have > 0 && rehash(&mut file, &mut ingest_hasher, ingest_diff.as_mut()).is_err() {
+        } else if prefix > 0
+            && rehash(&mut file, prefix, &mut ingest_hasher, ingest_diff.as_mut()).is_err()
+        {
             // A partial we cannot read back (or whose start is no valid gzip) is started anew.
             file.set_len(0).map_err(err("truncating"))?;
+            self.forget_chunks(digest);
+            chunks = None;
             ingest_hasher = Hasher::new();
             ingest_diff = diff_id.then(DiffId::new);
         }
-        file.seek(io::SeekFrom::End(0)).map_err(err("seeking in"))?;
+        let at = ingest_hasher.count();
+        file.seek(io::SeekFrom::Start(at))
+            .map_err(err("seeking in"))?;
+        let tail_dirty = chunks.is_some() || file.metadata().map_or(true, |m| m.len() > at);
         Ok(Begin::Ingest(Box::new(Ingest {
             store: self,
             digest: digest.clone(),
@@ -88,6 +111,8 @@ impl Store {
             hasher: ingest_hasher,
             want_diff_id: diff_id,
             diff_id: ingest_diff,
+            chunks,
+            tail_dirty,
             _lock: lock,
         })))
     }
@@ -110,6 +135,20 @@ impl Ingest<'_> {
                 digest: self.digest.clone(),
                 size: self.size,
             });
+        }
+        if self.tail_dirty {
+            // Chunks an earlier fetch left past the prefix go: from here the file grows in
+            // order again, and its length is the prefix.
+            let at = self.offset();
+            let cut = self.out.flush().and_then(|_| {
+                let file = self.out.get_mut();
+                file.set_len(at)?;
+                file.seek(io::SeekFrom::Start(at)).map(|_| ())
+            });
+            cut.map_err(|e| self.io("truncating", e))?;
+            self.store.forget_chunks(&self.digest);
+            self.chunks = None;
+            self.tail_dirty = false;
         }
         self.out
             .write_all(bytes)
@@ -137,9 +176,46 @@ impl Ingest<'_> {
             file.rewind()
         });
         emptied.map_err(|e| self.io("truncating", e))?;
+        self.store.forget_chunks(&self.digest);
+        self.chunks = None;
+        self.tail_dirty = false;
         self.hasher = Hasher::new();
         self.diff_id = self.want_diff_id.then(DiffId::new);
         Ok(())
+    }
+
+    /// Ranges of the blob still to fetch, from the hashed prefix on (chunks an earlier
+    /// chunked fetch completed are left out).
+    pub fn missing(&self) -> Vec<(u64, u64)> {
+        match &self.chunks {
+            Some(c) => c.missing(self.offset(), self.size),
+            None => vec![(self.offset(), self.size)]
+                .into_iter()
+                .filter(|(a, b)| a < b)
+                .collect(),
+        }
+    }
+
+    /// Switch to chunked writing: bytes at any offset, hashed in order as the prefix
+    /// completes ([`Chunked`]). When it is dropped, the ingest can be committed (once every
+    /// byte is hashed) or abandoned (completed chunks are kept for the next run).
+    pub fn chunked(&mut self) -> Result<Chunked<'_>, IngestError> {
+        self.flush()?;
+        let done = self.chunks.take().unwrap_or_else(|| {
+            let mut r = Ranges::new();
+            r.add(0, self.hasher.count());
+            r
+        });
+        self.tail_dirty = true;
+        Ok(Chunked::new(
+            self.store,
+            self.digest.clone(),
+            self.size,
+            self.out.get_ref(),
+            &mut self.hasher,
+            &mut self.diff_id,
+            done,
+        ))
     }
 
     /// Verify size and digest, sync, and move the blob under `blobs/`; a blob whose bytes are
@@ -177,6 +253,7 @@ impl Ingest<'_> {
         };
         self.store
             .commit_partial(self.out.get_ref(), &self.digest)?;
+        self.store.forget_chunks(&self.digest);
         if let Some((id, gzip)) = &diff_id {
             self.store.record_diff_id(&self.digest, id, *gzip)?;
         }
@@ -186,7 +263,7 @@ impl Ingest<'_> {
     /// End without committing: what arrived stays for the next run, unless nothing did.
     pub fn abandon(mut self) {
         let _ = self.out.flush();
-        if self.offset() == 0 {
+        if self.offset() == 0 && !self.store.chunks_path(&self.digest).exists() {
             self.store.discard_partial(&self.digest);
         }
     }
@@ -200,14 +277,16 @@ impl Ingest<'_> {
     }
 }
 
-/// Feed what a partial file holds to the hashers (from its start).
+/// Feed the first `len` bytes a partial file holds to the hashers.
 fn rehash(
     file: &mut File,
+    len: u64,
     hasher: &mut Hasher,
     mut diff_id: Option<&mut DiffId>,
 ) -> io::Result<()> {
     file.rewind()?;
     let mut buf = vec![0u8; 1 << 16];
+    let mut file = file.take(len);
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
@@ -273,5 +352,74 @@ mod tests {
         let i = begin(&s, &other, 11);
         i.abandon();
         assert_eq!(s.partial_len(&other), None);
+    }
+
+    #[test]
+    fn chunks_complete_out_of_order_survive_a_stop_and_hash_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        let size = data.len() as u64;
+        let mut i = begin(&s, &d, size);
+        i.write(&data[..1000]).unwrap();
+        {
+            let c = i.chunked().unwrap();
+            // Chunks past the prefix: listed, not hashed.
+            c.write_at(50_000, &data[50_000..75_000]).unwrap();
+            c.complete(50_000, 75_000).unwrap();
+            assert_eq!(c.hashed(), 1000);
+            c.write_at(1000, &data[1000..20_000]).unwrap();
+            c.complete(1000, 20_000).unwrap();
+            assert_eq!(c.hashed(), 20_000);
+            // Half a chunk written, never completed (the process is killed here).
+            c.write_at(20_000, &data[20_000..30_000]).unwrap();
+            assert!(matches!(
+                c.write_at(size - 10, &[0u8; 11]),
+                Err(IngestError::TooLong { .. })
+            ));
+        }
+        drop(i);
+        // The next run re-hashes the listed prefix and fetches only what is not listed.
+        let mut i = begin(&s, &d, size);
+        assert_eq!(i.offset(), 20_000);
+        assert_eq!(i.missing(), vec![(20_000, 50_000), (75_000, size)]);
+        {
+            let c = i.chunked().unwrap();
+            c.write_at(75_000, &data[75_000..]).unwrap();
+            c.complete(75_000, size).unwrap();
+            c.write_at(20_000, &data[20_000..50_000]).unwrap();
+            c.complete(20_000, 50_000).unwrap();
+            assert_eq!(c.hashed(), size);
+            assert!(c.missing().is_empty());
+        }
+        i.commit().unwrap();
+        assert!(s.has_blob(&d, size));
+        assert!(!s.chunks_path(&d).exists());
+    }
+
+    #[test]
+    fn a_sequential_write_after_chunks_cuts_them_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 13) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        let size = data.len() as u64;
+        let mut i = begin(&s, &d, size);
+        {
+            let c = i.chunked().unwrap();
+            c.write_at(0, &data[..3000]).unwrap();
+            c.complete(0, 3000).unwrap();
+            c.write_at(6000, &[9u8; 4000]).unwrap();
+            c.complete(6000, 10_000).unwrap();
+        }
+        drop(i);
+        let mut i = begin(&s, &d, size);
+        assert_eq!(i.offset(), 3000);
+        // A source that does not answer Range: the rest comes in order.
+        i.write(&data[3000..]).unwrap();
+        assert!(!s.chunks_path(&d).exists());
+        i.commit().unwrap();
+        assert_eq!(std::fs::read(s.blob_path(&d)).unwrap(), data);
     }
 }

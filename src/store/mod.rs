@@ -15,6 +15,7 @@
 //! `locks` the locks, `diffids` the memoised layer diff_ids, `walk` the one walk from index
 //! entries to everything they reach, `gc` the collection built on it.
 
+pub mod chunks;
 mod diffids;
 pub mod gc;
 pub mod ingest;
@@ -216,8 +217,10 @@ impl Store {
                     .ok()
                     .and_then(|m| m.elapsed().ok())
                     .is_some_and(|age| age > older_than);
+                let name = e.file_name().to_string_lossy().into_owned();
+                let hex = name.strip_suffix(".chunks").unwrap_or(&name);
                 let done = partial
-                    && format!("sha256:{}", e.file_name().to_string_lossy())
+                    && format!("sha256:{hex}")
                         .parse::<Digest>()
                         .is_ok_and(|d| self.blob_path(&d).exists());
                 if !partial || old || done {
@@ -261,9 +264,10 @@ impl Store {
         fs::metadata(self.partial_path(d)).ok().map(|m| m.len())
     }
 
-    /// Forget a partial download whose bytes turned out wrong.
+    /// Forget a partial download whose bytes turned out wrong (and its chunk bookkeeping).
     pub fn discard_partial(&self, d: &Digest) {
         let _ = fs::remove_file(self.partial_path(d));
+        self.forget_chunks(d);
     }
 
     /// The entries of `index.json` that parse as descriptors we model. For anything that must
