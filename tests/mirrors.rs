@@ -335,6 +335,32 @@ fn an_insecure_registry_in_registries_conf() {
     entry(&dest, &name);
     assert!(out.stderr.contains("TLS not verified"), "{}", out.stderr);
 
+    // Only where the insecure entry leads: another repository on the host than the rule's
+    // prefix, and the host as a registry when only a mirror on it is insecure, are verified.
+    push_image(
+        &world().plain().host(),
+        "elsewhere/app",
+        "1",
+        &small_image(9131),
+    );
+    let elsewhere = format!("{tls}/elsewhere/app:1");
+    for text in [
+        format!("[[registry]]\nprefix = \"{tls}/conf\"\ninsecure = true\n"),
+        format!(
+            "[[registry]]\nprefix = \"other.example\"\n[[registry.mirror]]\nlocation = \"{tls}/mirror\"\ninsecure = true\n"
+        ),
+    ] {
+        std::fs::write(&conf, &text).unwrap();
+        let out = run(imagec()
+            .args(["pull", "--retries", "1", "--registries-conf"])
+            .arg(&conf)
+            .arg("--dest")
+            .arg(scratch.join("elsewhere"))
+            .arg(&elsewhere))
+        .expect(1);
+        assert!(out.stderr.contains("UnknownIssuer"), "{text}\n{}", out.stderr);
+    }
+
     // Plain HTTP on a name that is not loopback, reached through a proxy that maps it.
     let port = world()
         .plain()

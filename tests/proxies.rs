@@ -307,6 +307,9 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
     .expect(0);
     entry(&dest, &plain);
     assert_no_secret("sq-secret", &[&out.stdout, &out.stderr], &scratch);
+    // A request is logged once its answer is sent: all of them are, by the time imagec has
+    // the blobs; a moment more for the last line to be written.
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let log = squid.accesses();
     let blob_gets: Vec<_> = log
         .iter()
@@ -349,15 +352,19 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
         .arg(&tls))
     .expect(0);
     entry(&dest, &tls);
+    // squid logs a tunnel when it closes, which may be just after imagec exits.
     let tunnel = format!("registry.imagec.test:{tls_port}");
-    assert!(
+    let logged = |squid: &Squid| {
         squid
             .accesses()
             .iter()
-            .any(|a| a.method == "CONNECT" && a.url == tunnel && a.result.ends_with("/200")),
-        "{:?}",
-        squid.accesses()
-    );
+            .any(|a| a.method == "CONNECT" && a.url == tunnel && a.result.ends_with("/200"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged(&squid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(logged(&squid), "{:?}", squid.accesses());
 
     let bare = shown.clone();
     let out = run(
@@ -374,4 +381,45 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
         "{}",
         out.stderr
     );
+}
+
+/// With both variables set to different proxies on an address that is not loopback, HTTPS
+/// goes through HTTPS_PROXY's tunnel and nothing of it reaches HTTP_PROXY. Regression: ureq
+/// reaches a CONNECT proxy by its `http://` URL through imagec's resolver and connector, which
+/// sent that connection to HTTP_PROXY, with HTTPS_PROXY's credentials. (Both proxies listen on
+/// 127.0.0.1; the test names them by the IPv4-mapped address `::ffff:127.0.0.1`, which imagec
+/// does not take for loopback.)
+#[test]
+fn https_and_http_proxies_on_other_hosts_each_get_their_own_traffic() {
+    pushed("proxies/two", 9260);
+    let port = world().tls().host().rsplit(':').next().unwrap().to_string();
+    let host = format!("registry.imagec.test:{port}");
+    let map = vec![(host.clone(), world().tls().host())];
+    let tunnel = HttpProxy::start(map.clone(), Some("t:tunnel-secret")).unwrap();
+    let forward = HttpProxy::start(map, Some("f:forward-secret")).unwrap();
+    let mapped = |p: &HttpProxy, creds: &str| {
+        let port = p.host().rsplit(':').next().unwrap().to_string();
+        format!("http://{creds}@[::ffff:127.0.0.1]:{port}")
+    };
+    let name = format!("{host}/proxies/two:1");
+    let dest = world().temp_dir().join("store");
+    let out = run(with_proxy_env(
+        &[
+            ("HTTPS_PROXY", &mapped(&tunnel, "t:tunnel-secret")),
+            ("HTTP_PROXY", &mapped(&forward, "f:forward-secret")),
+        ],
+        "",
+    )
+    .args(["pull", "-v", "--ca-cert"])
+    .arg(world().ca_cert_path())
+    .arg("--dest")
+    .arg(&dest)
+    .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+    assert!(!tunnel.connects().is_empty());
+    assert_eq!(forward.connections(), 0, "{}", out.stderr);
+    for secret in ["tunnel-secret", "forward-secret"] {
+        assert_no_secret(secret, &[&out.stdout, &out.stderr], &dest);
+    }
 }

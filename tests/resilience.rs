@@ -73,25 +73,39 @@ fn retry_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.contains("retrying")).collect()
 }
 
+/// As one stream (`--chunk-size 0`) the blob resumes at the byte it reached; in 64 MiB
+/// chunks (the default), the chunk that broke resumes where it stopped, and the other
+/// is untouched.
 #[test]
 fn a_reset_at_60_percent_of_100_mb_resumes_with_range() {
     let layer = random_layer(5101, 100_000_000);
     let img = image(Format::Docker, "linux", "amd64", vec![layer.clone()]);
     let (proxy, name, dest) = setup("resilience/reset", &img);
     let size = layer.data.len() as u64;
-    proxy.reset_after(&blob(&layer), size * 6 / 10, 1);
+    for (args, gets) in [(&["--chunk-size", "0"][..], 2), (&[][..], 3)] {
+        let dest = dest.join(format!("{}", args.len()));
+        let before_gets = proxy.requests("GET", &blob(&layer));
+        let before = proxy.body_bytes(&blob(&layer));
+        proxy.reset_after(&blob(&layer), size * 6 / 10, 1);
 
-    let out = pull(&dest, &name, &[]).expect(0);
-    assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
-    assert_landed_intact(&dest, &layer);
-    assert_eq!(proxy.requests("GET", &blob(&layer)), 2);
-    let moved = proxy.body_bytes(&blob(&layer));
-    let ratio = moved as f64 / size as f64;
-    eprintln!("reset at 60%: {moved} body bytes for a {size}-byte blob, ratio {ratio:.4}");
-    assert!(
-        ratio <= 1.1,
-        "{moved} bytes sent for {size}: restarted instead of resuming"
-    );
+        let out = pull(&dest, &name, args).expect(0);
+        assert_eq!(retry_lines(&out.stderr).len(), 1, "{}", out.stderr);
+        assert_landed_intact(&dest, &layer);
+        assert_eq!(
+            proxy.requests("GET", &blob(&layer)) - before_gets,
+            gets,
+            "{args:?}"
+        );
+        let moved = proxy.body_bytes(&blob(&layer)) - before;
+        let ratio = moved as f64 / size as f64;
+        eprintln!(
+            "reset at 60% ({args:?}): {moved} body bytes for a {size}-byte blob, ratio {ratio:.4}"
+        );
+        assert!(
+            ratio <= 1.1,
+            "{moved} bytes sent for {size}: restarted instead of resuming"
+        );
+    }
 }
 
 #[test]

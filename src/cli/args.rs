@@ -121,9 +121,13 @@ pub struct PullArgs {
     /// Resolve the references and print what would be downloaded; download and create nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Parallel blob downloads
+    /// Parallel blob downloads (connections)
     #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Blobs of at least this size come as parallel Range chunks of this size, over the
+    /// connections --jobs leaves free (bytes, or with K, M, G: 64M, 1G; 0: never)
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub chunk_size: u64,
     /// How manifests are stored: `oci` rewrites Docker media types to OCI ones, `preserve` keeps them as served
     #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
     pub format: FormatArg,
@@ -285,6 +289,25 @@ pub enum FormatArg {
     Preserve,
 }
 
+/// `65536`, `64K`, `64M`, `1G` (also `64MiB`, `64MB`: powers of 1024 either way).
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let t = v.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{v:?} is not a size (bytes, or with K, M, G)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{v:?} is not a size (bytes, or with K, M, G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{v:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +316,18 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 }

@@ -37,6 +37,7 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     let opts = PullOptions {
         platform: image.platform.clone(),
         jobs: a.jobs as usize,
+        chunk_size: a.chunk_size,
         format: format_of(a.format),
         cancel: crate::cancel::Cancel::new(),
     };
@@ -333,6 +334,7 @@ fn pull_images(
     let opts = PullOptions {
         platform: image.platform.clone(),
         jobs: 4,
+        chunk_size: crate::pull::chunks::DEFAULT_CHUNK_SIZE,
         format: crate::pull::Format::Oci,
         cancel: crate::cancel::Cancel::new(),
     };

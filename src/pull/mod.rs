@@ -3,6 +3,7 @@
 //! entries in the order `store` documents: blobs, then manifests, then the index entry.
 //! `describe` is what `layers` and `inspect` show of a resolved image.
 
+pub mod chunks;
 pub mod describe;
 pub mod files;
 pub mod plan;
@@ -38,6 +39,9 @@ pub enum Format {
 pub struct PullOptions {
     pub platform: PlatformChoice,
     pub jobs: usize,
+    /// Blobs of at least this many bytes come as parallel Range chunks (`--chunk-size`; 0:
+    /// never).
+    pub chunk_size: u64,
     pub format: Format,
     /// Set by the command layer on Ctrl-C: transfers stop at their next chunk.
     pub cancel: crate::cancel::Cancel,
@@ -120,7 +124,14 @@ pub fn pull(
             .map(|(_, r)| r.as_ref().ok())
             .collect::<Vec<_>>(),
     );
-    let fetched = fetch_all(registry, store, &plan, opts.jobs, &opts.cancel);
+    let fetched = fetch_all(
+        registry,
+        store,
+        &plan,
+        opts.jobs,
+        opts.chunk_size,
+        &opts.cancel,
+    );
     let outcome: HashMap<Digest, Outcome> = fetched
         .into_iter()
         .map(|f| (f.digest, (f.bytes_received, f.result.map_err(Arc::new))))

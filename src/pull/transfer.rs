@@ -7,6 +7,7 @@
 use std::io::{self, Read};
 
 use super::plan::{Plan, PlannedBlob};
+use super::pool::Budget;
 use crate::cancel::Cancel;
 use crate::digest::Digest;
 use crate::layer::diffid;
@@ -74,11 +75,13 @@ pub struct Fetched {
 
 /// Fetch every blob of the plan that the store lacks, at most `parallel` at a time, in the
 /// plan's order (largest first).
+/// `chunk_size`: blobs of at least this many bytes come as parallel Range chunks (0: never).
 pub fn fetch_all(
     registry: &Registry,
     store: &Store,
     plan: &Plan,
     parallel: usize,
+    chunk_size: u64,
     cancel: &Cancel,
 ) -> Vec<Fetched> {
     registry.reporter().transfer_planned(
@@ -86,14 +89,26 @@ pub fn fetch_all(
         plan.missing().count(),
         plan.download_bytes(),
     );
-    let fetched = super::pool::in_order(&plan.blobs, parallel, |b| {
-        fetch_one(registry, store, b, cancel)
+    let fetched = super::pool::in_order(&plan.blobs, parallel, |b, budget| {
+        let how = How {
+            chunk_size,
+            budget,
+            cancel,
+        };
+        fetch_one(registry, store, b, &how)
     });
     registry.reporter().transfer_finished();
     fetched
 }
 
-fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Cancel) -> Fetched {
+/// How one blob is fetched: in chunks from which size, with which spare connections.
+struct How<'a> {
+    chunk_size: u64,
+    budget: &'a Budget,
+    cancel: &'a Cancel,
+}
+
+fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, how: &How<'_>) -> Fetched {
     let d = &job.descriptor();
     let reporter = registry.reporter();
     let fetched = |bytes_received, result| Fetched {
@@ -111,14 +126,8 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
                 let mut received = 0;
                 let mut served_by = Vec::new();
                 let mut attempt_start = 0;
-                let mut result = download(
-                    registry,
-                    job,
-                    *ingest,
-                    cancel,
-                    &mut received,
-                    &mut served_by,
-                );
+                let mut result =
+                    fetch_into(registry, job, *ingest, how, &mut received, &mut served_by);
                 // Mirrors that served other bytes are passed over: the blob comes again from
                 // the next source (the partial was discarded by the failed check). A blob
                 // begun at a mirror and finished elsewhere after a resume counts as the
@@ -137,14 +146,9 @@ fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, cancel: &Can
                     result = match store.begin_ingest(&d.digest, d.size, job.diff_id) {
                         Err(e) => Err(e.into()),
                         Ok(Begin::Present) => break,
-                        Ok(Begin::Ingest(ingest)) => download(
-                            registry,
-                            job,
-                            *ingest,
-                            cancel,
-                            &mut received,
-                            &mut served_by,
-                        ),
+                        Ok(Begin::Ingest(ingest)) => {
+                            fetch_into(registry, job, *ingest, how, &mut received, &mut served_by)
+                        }
                     };
                 }
                 if result.is_ok() {
@@ -193,7 +197,67 @@ fn is_bad_bytes(e: &TransferError) -> bool {
     )
 }
 
-/// `served_by` gets the mirrors that sent any of the bytes kept (none: the registry alone).
+/// Fetch a blob into its ingest and commit it: in parallel chunks when it is large enough and
+/// its registry answers them, else as one stream. `served_by` gets the mirrors that sent any
+/// of the bytes kept (none: the registry alone).
+fn fetch_into(
+    registry: &Registry,
+    job: &PlannedBlob,
+    mut ingest: Ingest<'_>,
+    how: &How<'_>,
+    received: &mut u64,
+    served_by: &mut Vec<String>,
+) -> Result<Option<(Digest, bool)>, TransferError> {
+    let size = job.descriptor().size;
+    let mut started = false;
+    if how.chunk_size > 0 && size >= how.chunk_size && registry.takes_chunks(&job.source) {
+        let chunked = super::chunks::fetch(
+            registry,
+            job,
+            &mut ingest,
+            how.chunk_size,
+            how.budget,
+            how.cancel,
+            received,
+            served_by,
+        );
+        match chunked {
+            Ok(super::chunks::Outcome::Done) => return commit(registry, job, ingest),
+            // The registry does not answer chunks: one stream, from the hashed prefix.
+            Ok(super::chunks::Outcome::Refused { started: s }) => started = s,
+            Err(e) => {
+                ingest.abandon();
+                return Err(e);
+            }
+        }
+    }
+    download(
+        registry, job, ingest, how.cancel, received, served_by, started,
+    )
+}
+
+/// Verify and commit an ingest whose bytes are all in.
+fn commit(
+    registry: &Registry,
+    job: &PlannedBlob,
+    ingest: Ingest<'_>,
+) -> Result<Option<(Digest, bool)>, TransferError> {
+    let d = job.descriptor();
+    ingest.commit().map_err(|e| match e {
+        IngestError::Verify(source) => ClientError::from(RegistryError::BlobVerify {
+            digest: d.digest.clone(),
+            url: registry
+                .url_of(&job.source, &format!("blobs/{}", d.digest))
+                .unwrap_or_default(),
+            source,
+        })
+        .into(),
+        other => other.into(),
+    })
+}
+
+/// One stream, resumed with `Range` where it broke. `served_by` as for [`fetch_into`];
+/// `started`: the blob's bar is already up (chunks came before).
 fn download(
     registry: &Registry,
     job: &PlannedBlob,
@@ -201,6 +265,7 @@ fn download(
     cancel: &Cancel,
     received: &mut u64,
     served_by: &mut Vec<String>,
+    mut started: bool,
 ) -> Result<Option<(Digest, bool)>, TransferError> {
     let d = &job.descriptor();
     let reporter = registry.reporter();
@@ -209,7 +274,6 @@ fn download(
             .url_of(&job.source, &format!("blobs/{}", d.digest))
             .unwrap_or_default()
     };
-    let mut started = false;
     let streamed =
         registry
             .retry_policy()
@@ -233,17 +297,24 @@ fn download(
                         reporter.blob_restarted(&d.digest, offset);
                     }
                 }
-                if let Some(mirror) = source.filter(|m| !served_by.contains(m)) {
-                    served_by.push(mirror);
-                }
                 if !started {
                     reporter.blob_started(&d.digest, d.size, start);
                     started = true;
                 }
+                let from = ingest.offset();
                 let mut result = copy_with_progress(body, &mut ingest, registry, cancel, received);
                 ingest.flush()?;
                 if ingest.offset() > offset {
                     *progressed = true;
+                }
+                // A mirror answers for the bytes it sent (too many of them included), none
+                // for those it did not.
+                let too_long =
+                    matches!(result, Err(CopyError::Ingest(IngestError::TooLong { .. })));
+                if let Some(mirror) = source.filter(|m| !served_by.contains(m)) {
+                    if ingest.offset() > from || too_long {
+                        served_by.push(mirror);
+                    }
                 }
                 if result.is_ok() && ingest.offset() < d.size {
                     // A body that ended cleanly but short (a proxy that closed a chunked
@@ -267,15 +338,7 @@ fn download(
         ingest.abandon();
         return Err(e);
     }
-    ingest.commit().map_err(|e| match e {
-        IngestError::Verify(source) => ClientError::from(RegistryError::BlobVerify {
-            digest: d.digest.clone(),
-            url: url(),
-            source,
-        })
-        .into(),
-        other => other.into(),
-    })
+    commit(registry, job, ingest)
 }
 
 enum CopyError {

@@ -1,5 +1,6 @@
 //! Blob requests: a small blob (a config) read whole and verified, a blob stream opened at an
-//! offset with `Range` (and the server's answer to it checked), and a blob's size from `HEAD`.
+//! offset with `Range` (and the server's answer to it checked), one chunk of a blob (a
+//! bounded `Range`, taken only as an exact 206), and a blob's size from `HEAD`.
 
 use std::io::Read;
 
@@ -81,6 +82,52 @@ impl Registry {
         Ok((Box::new(resp.into_body().into_reader()), start, served_by))
     }
 
+    /// Open bytes `[start, end)` of a blob of `size` bytes, for a parallel chunk. Only a 206
+    /// whose `Content-Range` is exactly that range (and that size) is taken; any other answer
+    /// (a 200 with the whole blob from a registry that ignores `Range`, a shifted range) is
+    /// [`Chunk::Refused`], and no chunk is asked of this registry again in this run
+    /// (containerd#11998, #12291: Range sent where it was ignored, a size check that broke).
+    pub fn open_blob_chunk(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+        size: u64,
+    ) -> Result<Chunk, ClientError> {
+        let path = format!("blobs/{digest}");
+        let headers = [("Range", format!("bytes={start}-{}", end - 1))];
+        let (resp, served_by) =
+            self.request(r, Method::Get, &path, &headers, "blob", Some(digest))?;
+        let status = resp.status().as_u16();
+        let range = header(&resp, "content-range").unwrap_or("");
+        if status == 206 && parse_content_range(range) == Some((start, end - 1, Some(size))) {
+            return Ok(Chunk::Bytes(
+                Box::new(resp.into_body().into_reader()),
+                served_by,
+            ));
+        }
+        log::info!(
+            "{}: a chunk of {digest} was answered {status} {range:?}, not 206 bytes {start}-{}/{size}: one stream per blob from here",
+            r.registry(),
+            end - 1
+        );
+        self.no_chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.registry().to_string());
+        Ok(Chunk::Refused)
+    }
+
+    /// Whether blobs of `r`'s registry may be fetched in chunks (no answer refused one yet).
+    pub fn takes_chunks(&self, r: &Reference) -> bool {
+        !self
+            .no_chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(r.registry())
+    }
+
     /// The size of a blob, from a `HEAD` (schema1 manifests do not carry layer sizes).
     pub fn blob_size(&self, r: &Reference, digest: &Digest) -> Result<u64, ClientError> {
         let path = format!("blobs/{digest}");
@@ -98,12 +145,29 @@ impl Registry {
 
 /// `bytes 100-199/200` -> 100.
 fn parse_content_range_start(v: &str) -> Option<u64> {
+    parse_content_range(v).map(|(start, _, _)| start)
+}
+
+/// The answer to a chunk request.
+pub enum Chunk {
+    /// Exactly the bytes asked for, and the mirror sending them (None: the registry).
+    Bytes(Box<dyn Read + Send>, ServedBy),
+    /// Not a 206 with exactly that range: this registry gets one stream per blob.
+    Refused,
+}
+
+/// `bytes 100-199/200` -> (100, 199, Some(200)); a `*` total is None.
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, _total) = rest.split_once('/')?;
+    let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
     let start: u64 = start.trim().parse().ok()?;
     let end: u64 = end.trim().parse().ok()?;
-    (end >= start).then_some(start)
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (end >= start).then_some((start, end, total))
 }
 
 #[cfg(test)]
@@ -117,6 +181,12 @@ mod tests {
         assert_eq!(parse_content_range_start("bytes 200-100/300"), None);
         assert_eq!(parse_content_range_start("items 1-2/3"), None);
         assert_eq!(parse_content_range_start(""), None);
+        assert_eq!(
+            parse_content_range("bytes 0-99/300"),
+            Some((0, 99, Some(300)))
+        );
+        assert_eq!(parse_content_range("bytes 0-99/*"), Some((0, 99, None)));
+        assert_eq!(parse_content_range("bytes 0-99/x"), None);
     }
 
     proptest::proptest! {

@@ -204,6 +204,9 @@ pub enum RegistryError {
         method: &'static str,
         url: String,
         reason: String,
+        /// The proxy answered and refused (a 407, a 403 to `CONNECT`); false when it could
+        /// not be reached at all.
+        refused: bool,
     },
     #[error("{reference} is blocked by registries.conf (blocked = true)")]
     Blocked { reference: String },

@@ -25,6 +25,10 @@ pub struct Host {
     pub credentials_for: String,
     /// Plain HTTP may be tried when HTTPS fails.
     pub allow_http: bool,
+    /// Configured insecure (registries.conf, an `http://` mirror): its certificate is not
+    /// checked. Only for this host as this entry reaches it: the same host reached for
+    /// another reference, or as a registry rather than a mirror, is verified.
+    pub insecure: bool,
     pub capabilities: Capabilities,
     /// For a mirror: how it was configured (what `pull --json` reports), and the registry it
     /// mirrors, sent as containerd's `?ns=` (Spegel needs it to answer tags).
@@ -119,6 +123,7 @@ pub fn hosts_for(r: &Reference, settings: &RegistrySettings) -> Vec<Host> {
             hosts.push(Host {
                 credentials_for: host.clone(),
                 allow_http: m.insecure || settings.allow_http || is_loopback(&host),
+                insecure: m.insecure,
                 api_host: host,
                 repository,
                 capabilities: Capabilities {
@@ -148,6 +153,7 @@ pub fn hosts_for(r: &Reference, settings: &RegistrySettings) -> Vec<Host> {
     let insecure = rule.is_some_and(|x| x.insecure);
     hosts.push(Host {
         allow_http: insecure || settings.allow_http || r.is_loopback() || is_loopback(&api_host),
+        insecure,
         api_host,
         repository,
         credentials_for,
@@ -160,9 +166,10 @@ pub fn hosts_for(r: &Reference, settings: &RegistrySettings) -> Vec<Host> {
     hosts
 }
 
-/// The hosts (`host[:port]`) whose TLS is not verified: insecure mirrors, and the registries
-/// of insecure rules (at their `location`, or, for a `*.domain` rule, those of `registries`
-/// under it).
+/// The hosts (`host[:port]`) that may be reached without checking their certificates (each
+/// one only where an entry configured insecure leads to it, see [`Host::insecure`]):
+/// insecure mirrors, and the registries of insecure rules (at their `location`, or, for a
+/// `*.domain` rule, those of `registries` under it).
 pub fn unverified_hosts(rules: &[Rule], registries: &[&str]) -> Vec<String> {
     let host_of = |place: &str| place.split('/').next().unwrap_or(place).to_string();
     let mut hosts = Vec::new();

@@ -62,11 +62,25 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: usize = 10;
 
+/// The agents of a run. Cloning is cheap (one `Arc`); [`Http::unverified`] gives a handle
+/// that sends to an insecure host (registries.conf `insecure = true`) without checking its
+/// certificate, and to every other host as usual.
+#[derive(Clone)]
 pub struct Http {
+    inner: std::sync::Arc<Agents>,
+    unverified: bool,
+}
+
+struct Agents {
     agent: ureq::Agent,
     /// Agents for hosts with a certs.d directory (their CAs, their client certificate), by
     /// the authority URLs name them with (`host[:port]`, lowercase).
     by_host: HashMap<String, ureq::Agent>,
+    /// The same, without certificate checks, for the hosts marked insecure: used only by a
+    /// handle from [`Http::unverified`] (an endpoint configured insecure), so that another
+    /// reference to the same host (a registry under a mirror's host, a prefix the insecure
+    /// rule does not cover) is still verified.
+    unverified_by_host: HashMap<String, ureq::Agent>,
     proxy: super::proxy::ProxyRules,
     /// `--timeout` bounds the whole run: each request gets what is left of it, and ureq keeps
     /// counting while the body is read.
@@ -97,24 +111,28 @@ impl Http {
             Some(root_certs_with(&settings.ca_certs)?)
         };
         let mut by_host = HashMap::new();
-        let mut hosts: Vec<&String> = settings
+        let mut unverified_by_host = HashMap::new();
+        let mut hosts: Vec<String> = settings
             .hosts
             .iter()
             .chain(&settings.unverified_hosts)
+            .map(|h| h.to_ascii_lowercase())
             .collect();
         hosts.sort();
         hosts.dedup();
-        for host in hosts {
+        let unverified: Vec<String> = settings
+            .unverified_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for host in &hosts {
             let found = super::certs::for_host(&settings.cert_dirs, host)?;
-            let unverified = settings.unverified_hosts.contains(host);
-            if found.is_none() && !unverified {
+            let insecure = unverified.contains(host);
+            if found.is_none() && !insecure {
                 continue;
             }
-            let mut host_tls = tls();
-            if unverified {
-                log::info!("{host}: TLS not verified (insecure = true in registries.conf)");
-                host_tls = host_tls.disable_verification(true);
-            }
+            let key = crate::reference::api_host_of(host).to_ascii_lowercase();
+            let mut own: Option<(Vec<Certificate<'static>>, _)> = None;
             if let Some(found) = found {
                 let mut certs = match &roots {
                     Some(r) => r.clone(),
@@ -123,9 +141,6 @@ impl Http {
                 let n = found.cas.len();
                 certs.extend(found.cas);
                 let (client, pair) = found.client.unzip();
-                host_tls = host_tls
-                    .root_certs(RootCerts::new_with_certs(&certs))
-                    .client_cert(pair);
                 log::info!(
                     "{host}: TLS from {} ({n} CA certificate{}{})",
                     found.dir.display(),
@@ -134,25 +149,57 @@ impl Http {
                         .map(|p| format!(", client certificate {}", p.display()))
                         .unwrap_or_default()
                 );
+                own = Some((certs, pair));
             }
-            let key = crate::reference::api_host_of(host).to_ascii_lowercase();
-            by_host.insert(key, agent_with(settings, host_tls.build()));
+            let host_tls = |off: bool| {
+                let mut t = tls();
+                if let Some((certs, pair)) = &own {
+                    t = t
+                        .root_certs(RootCerts::new_with_certs(certs))
+                        .client_cert(pair.clone());
+                } else if let Some(r) = &roots {
+                    t = t.root_certs(RootCerts::new_with_certs(r));
+                }
+                if off {
+                    t = t.disable_verification(true);
+                }
+                t.build()
+            };
+            if insecure {
+                log::info!("{host}: TLS not verified where it is configured insecure");
+                unverified_by_host.insert(key.clone(), agent_with(settings, host_tls(true)));
+            }
+            by_host.insert(key, agent_with(settings, host_tls(false)));
         }
         let mut tls = tls();
         if let Some(r) = roots {
             tls = tls.root_certs(RootCerts::new_with_certs(&r));
         }
         Ok(Http {
-            agent: agent_with(settings, tls.build()),
-            by_host,
-            proxy: settings.proxy.clone(),
-            deadline: settings
-                .timeout
-                .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
+            inner: std::sync::Arc::new(Agents {
+                agent: agent_with(settings, tls.build()),
+                by_host,
+                unverified_by_host,
+                proxy: settings.proxy.clone(),
+                deadline: settings
+                    .timeout
+                    .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
+            }),
+            unverified: false,
         })
     }
 
-    /// The agent for a URL: its host's own, when it has a certs.d directory.
+    /// A handle for an endpoint configured insecure (`yes`): requests to its host skip the
+    /// certificate check; requests elsewhere (a redirect to a CDN) are verified as usual.
+    pub fn unverified(&self, yes: bool) -> Http {
+        Http {
+            inner: self.inner.clone(),
+            unverified: yes,
+        }
+    }
+
+    /// The agent for a URL: its host's own, when it has a certs.d directory (or, for an
+    /// insecure endpoint's handle, is marked insecure).
     fn agent_for(&self, url: &str) -> &ureq::Agent {
         let authority = url
             .split_once("://")
@@ -161,13 +208,21 @@ impl Http {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        self.by_host.get(&authority).unwrap_or(&self.agent)
+        if self.unverified {
+            if let Some(a) = self.inner.unverified_by_host.get(&authority) {
+                return a;
+            }
+        }
+        self.inner
+            .by_host
+            .get(&authority)
+            .unwrap_or(&self.inner.agent)
     }
 
     /// What is left of `--timeout` for a request about to be sent (None without one); an
     /// error once it is spent.
     fn time_left(&self, method: &str, url: &str) -> Result<Option<Duration>, RegistryError> {
-        let Some((deadline, total)) = self.deadline else {
+        let Some((deadline, total)) = self.inner.deadline else {
             return Ok(None);
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -190,9 +245,9 @@ impl Http {
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded");
         let left = self.time_left("POST", url)?;
-        let tunnel = self.proxy.tunnel_for(url).cloned();
+        let tunnel = self.inner.proxy.tunnel_for(url).cloned();
         req = req.config().timeout_global(left).proxy(tunnel).build();
-        let via = self.proxy.via(url);
+        let via = self.inner.proxy.via(url);
         let via_shown = via.as_ref().map(|v| v.shown.clone());
         let shown = loggable(url);
         let resp = req.send(form.expose().as_bytes()).map_err(|e| {
@@ -248,9 +303,9 @@ impl Http {
             req = req
                 .config()
                 .timeout_global(left)
-                .proxy(self.proxy.tunnel_for(&current).cloned())
+                .proxy(self.inner.proxy.tunnel_for(&current).cloned())
                 .build();
-            let via = self.proxy.via(&current);
+            let via = self.inner.proxy.via(&current);
             let via_shown = via.as_ref().map(|v| v.shown.clone());
             if let (Some(a), true) = (auth, same_origin) {
                 req = req.header("Authorization", a.expose());
@@ -333,14 +388,15 @@ impl Http {
         shown: &str,
     ) -> Result<(), RegistryError> {
         if resp.status() != StatusCode::PROXY_AUTHENTICATION_REQUIRED
-            || self.proxy.forwards(url).is_none()
+            || self.inner.proxy.forwards(url).is_none()
         {
             return Ok(());
         }
-        let Some(via) = self.proxy.via(url) else {
+        let Some(via) = self.inner.proxy.via(url) else {
             return Ok(());
         };
         Err(RegistryError::Proxy {
+            refused: true,
             reason: proxy_auth_reason("HTTP 407 Proxy Authentication Required", via.credentials),
             proxy: via.shown,
             method,
@@ -430,6 +486,7 @@ fn proxy_failure(
         _ => return None,
     };
     Some(RegistryError::Proxy {
+        refused: matches!(e, ureq::Error::ConnectProxyFailed(_)),
         proxy: via.shown.clone(),
         method,
         url: url.to_string(),

@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod blobs;
+pub use blobs::Chunk;
 pub mod certs;
 pub mod challenge;
 pub mod credentials;
@@ -75,6 +76,8 @@ pub struct Registry {
     failed_probes: Mutex<HashMap<String, Instant>>,
     /// (mirror, digest) pairs whose bytes did not match the digest: never asked again.
     lying_mirrors: Mutex<HashSet<(String, Digest)>>,
+    /// Registries that answered a chunk request with something other than that exact 206.
+    no_chunks: Mutex<HashSet<String>>,
 }
 
 /// Which host served an answer: a mirror's configured name, or None for the registry.
@@ -106,6 +109,7 @@ impl Registry {
             dead_mirrors: Mutex::new(HashSet::new()),
             failed_probes: Mutex::new(HashMap::new()),
             lying_mirrors: Mutex::new(HashSet::new()),
+            no_chunks: Mutex::new(HashSet::new()),
         })
     }
 
@@ -154,11 +158,12 @@ impl Registry {
             return Ok(ep.clone());
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
+        let http = self.http.unverified(h.insecure);
         let ep = if h.mirror.is_some() {
-            probe(&self.http, &host, h.allow_http, credentials)?
+            probe(&http, &host, h.allow_http, credentials)?
         } else {
             self.retry.run("", self.reporter.as_ref(), || {
-                probe(&self.http, &host, h.allow_http, credentials.clone())
+                probe(&http, &host, h.allow_http, credentials.clone())
             })?
         };
         if log::log_enabled!(log::Level::Info) {
@@ -313,9 +318,10 @@ impl Registry {
         let scope = format!("repository:{}:pull", h.repository);
         let what = format!("{what} {}", describe(r, path));
         let mut renewed = false;
+        let http = self.http.unverified(h.insecure);
         loop {
-            let auth = ep.authorization(&self.http, &scope)?;
-            let mut resp = self.http.send(method, &url, headers, auth.as_ref())?;
+            let auth = ep.authorization(&http, &scope)?;
+            let mut resp = http.send(method, &url, headers, auth.as_ref())?;
             let status = resp.status().as_u16();
             if path.starts_with("manifests/") {
                 // What Docker Hub counts: a manifest GET (SPEC: Networks, `-v`).
@@ -429,7 +435,7 @@ fn probe(
             if allow_http
                 && matches!(
                     e,
-                    RegistryError::Transport { .. } | RegistryError::Proxy { .. }
+                    RegistryError::Transport { .. } | RegistryError::Proxy { refused: true, .. }
                 ) =>
         {
             match &e {
@@ -459,7 +465,10 @@ fn probe(
 /// The endpoint cache's key for a host: where, whether plain HTTP may be tried, and whose
 /// credentials it takes.
 fn endpoint_key(h: &hosts::Host) -> String {
-    format!("{} {} {}", h.api_host, h.allow_http, h.credentials_for)
+    format!(
+        "{} {} {} {}",
+        h.api_host, h.allow_http, h.insecure, h.credentials_for
+    )
 }
 
 /// A mirror that could not be connected to at all (refused, unresolvable, connect timeout).

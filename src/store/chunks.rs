@@ -156,8 +156,8 @@ impl<'i> Chunked<'i> {
             .map_err(|e| self.io("writing", e).into())
     }
 
-    /// `[start, end)` is in the file: list it, and hash whatever is now contiguous from the
-    /// hashed prefix.
+    /// `[start, end)` is in the file (a whole chunk, or the part of one received so far):
+    /// list it, and hash whatever is now contiguous from the hashed prefix.
     pub fn complete(&self, start: u64, end: u64) -> Result<(), IngestError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.done.add(start, end);
@@ -230,8 +230,16 @@ impl Store {
         p.into()
     }
 
+    /// Replace the bookkeeping file by a rename. Not synced: it is rewritten often (each
+    /// chunk's progress), a kill -9 loses nothing the kernel has, and after a power loss the
+    /// digest check catches whatever it claims wrongly.
     pub(super) fn write_chunks(&self, d: &Digest, done: &Ranges) -> Result<(), StoreError> {
-        self.write_atomic(&self.chunks_path(d), done.to_text().as_bytes())
+        let path = self.chunks_path(d);
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, done.to_text()).map_err(super::io_err("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(super::io_err("renaming into", &path))
     }
 
     /// The complete ranges of the partial download of `d`, when it was written in chunks and

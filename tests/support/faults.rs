@@ -15,7 +15,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -39,6 +39,9 @@ struct Shared {
     upstream: String,
     stop: AtomicBool,
     state: Mutex<State>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -93,6 +96,8 @@ enum Kind {
 struct Exchange {
     method: String,
     path: String,
+    /// The `Range` header it carried.
+    range: Option<String>,
     body_bytes: Arc<AtomicU64>,
 }
 
@@ -105,6 +110,8 @@ impl FaultProxy {
             upstream: upstream.to_string(),
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         });
         let accepting = Arc::clone(&shared);
         thread::Builder::new()
@@ -233,6 +240,23 @@ impl FaultProxy {
             .sum()
     }
 
+    /// The `Range` headers of the GETs whose path contains `path_part`, in order (None for a
+    /// GET without one).
+    pub fn ranges(&self, path_part: &str) -> Vec<Option<String>> {
+        self.shared
+            .state()
+            .exchanges
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.contains(path_part))
+            .map(|e| e.range.clone())
+            .collect()
+    }
+
+    /// The most requests it was answering at one time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
     /// Requests with this method (`GET`, `HEAD`) whose path contains `path_part`, answered by a
     /// fault or forwarded.
     pub fn requests(&self, method: &str, path_part: &str) -> usize {
@@ -289,11 +313,12 @@ impl Shared {
         Some(fault.kind.clone())
     }
 
-    fn record(&self, method: &str, path: &str) -> Arc<AtomicU64> {
+    fn record(&self, method: &str, path: &str, range: Option<&str>) -> Arc<AtomicU64> {
         let body_bytes = Arc::new(AtomicU64::new(0));
         self.state().exchanges.push(Exchange {
             method: method.to_string(),
             path: path.to_string(),
+            range: range.map(str::to_string),
             body_bytes: Arc::clone(&body_bytes),
         });
         body_bytes
@@ -315,8 +340,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = thread::Builder::new()
             .name("fault-proxy-conn".into())
             .spawn(move || {
+                let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                shared.peak.fetch_max(now, Ordering::SeqCst);
                 // Errors are a peer going away or sending garbage: the connection just ends.
                 let _ = handle(&shared, &stream);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             });
     }
 }
@@ -346,7 +374,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     }
     // Faults match the whole target (query included); exchanges are recorded by path.
     let path = target.split('?').next().unwrap_or("").to_string();
-    let sent = shared.record(&method, &path);
+    let sent = shared.record(&method, &path, request.header("range"));
 
     let status_fault = shared.take(&target, |k| matches!(k, Kind::Status { .. }));
     if let Some(Kind::Status {

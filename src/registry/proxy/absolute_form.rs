@@ -12,7 +12,10 @@
 //!
 //! ureq writes a request's head in one piece at the start of the output buffer, then its body,
 //! then reads the answer: so the first bytes sent after a connection opens, or after an answer
-//! was read, are a request line. Keep-alive, chunked bodies, timeouts and the pool are ureq's
+//! was read, are a request line. (It would read before the body only for `Expect:
+//! 100-continue`, which imagec never sends.) The connection ureq makes to a `CONNECT` proxy
+//! for HTTPS goes through the same resolver and connector under the proxy's own `http://`
+//! URL: [`ProxyRules::forwards`] leaves that one alone. Keep-alive, chunked bodies, timeouts and the pool are ureq's
 //! as for any connection; the pool keys connections by the registry's origin, which always
 //! goes the same way.
 
@@ -212,6 +215,28 @@ mod tests {
             String::from_utf8(head).unwrap(),
             "POST http://auth/token HTTP/1.1\r\nContent-Length: 3\r\n\r\na=b"
         );
+    }
+
+    #[test]
+    fn a_connect_proxys_own_address_is_resolved_as_itself() {
+        let rules = ProxyRules::from_env(|k| match k {
+            "HTTP_PROXY" => Some("http://u:pw1@192.0.2.1:1111".into()),
+            "HTTPS_PROXY" => Some("http://u:pw2@192.0.2.2:2222".into()),
+            _ => None,
+        })
+        .unwrap();
+        let resolver = ProxyResolver::new(rules.clone());
+        let config = ureq::config::Config::default();
+        let resolve = |uri: &str| {
+            resolver
+                .resolve(&uri.parse().unwrap(), &config, NextTimeout::default())
+                .unwrap()[0]
+                .to_string()
+        };
+        let https_proxy = rules.for_url("https://reg.example/v2/").unwrap().0;
+        assert_eq!(resolve(&https_proxy.uri().to_string()), "192.0.2.2:2222");
+        assert_eq!(resolve("http://reg.example:5000/v2/"), "192.0.2.1:1111");
+        assert_eq!(resolve("http://192.0.2.9:5000/v2/"), "192.0.2.1:1111");
     }
 
     #[test]

@@ -109,6 +109,12 @@ impl ProxyRules {
         {
             return None;
         }
+        // ureq connects to a CONNECT proxy through the same resolver and connectors, with
+        // the proxy's own `http://` URL: that connection is to the proxy itself, never
+        // forwarded to another one (nor given its credentials).
+        if self.is_a_proxy(url) {
+            return None;
+        }
         let (proxy, _) = self.for_url(url)?;
         (proxy.protocol() == ureq::ProxyProtocol::Http).then_some(proxy)
     }
@@ -120,6 +126,23 @@ impl ProxyRules {
             return None;
         }
         self.for_url(url).map(|(p, _)| p)
+    }
+
+    /// Is this URL's `host:port` one of the proxies'?
+    fn is_a_proxy(&self, url: &str) -> bool {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return false;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = split_host_port(authority, if scheme == "https" { 443 } else { 80 });
+        [&self.http, &self.https].into_iter().flatten().any(|c| {
+            c.proxy
+                .host()
+                .trim_matches(['[', ']'])
+                .eq_ignore_ascii_case(&host)
+                && c.proxy.port() == port
+        })
     }
 
     /// Is `host:port` in NO_PROXY?
@@ -292,6 +315,25 @@ mod tests {
         }
         let all = rules(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")]);
         assert_eq!(via(&all, "https://anything.example/"), None);
+    }
+
+    #[test]
+    fn the_connection_to_a_connect_proxy_is_never_forwarded() {
+        // Regression: ureq reaches HTTPS_PROXY by its http:// URL through imagec's resolver
+        // and connector, which sent it to HTTP_PROXY, with HTTPS_PROXY's credentials.
+        let r = rules(&[
+            ("HTTP_PROXY", "http://u:pw1@192.0.2.1:1111"),
+            ("HTTPS_PROXY", "http://u:pw2@192.0.2.2:2222"),
+        ]);
+        for own in [
+            "http://192.0.2.2:2222",
+            "http://192.0.2.2:2222/",
+            "http://u:pw2@192.0.2.2:2222/",
+            "http://192.0.2.1:1111/",
+        ] {
+            assert!(r.forwards(own).is_none(), "{own}");
+        }
+        assert!(r.forwards("http://192.0.2.3:5000/v2/").is_some());
     }
 
     #[test]
