@@ -437,11 +437,15 @@ class FaultProxy:
     closes the client connection with SO_LINGER 0 (a TCP RST); `kill` SIGKILLs the pid in F first
     (the client process), then does the same."""
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, rate=None):
         host, port = upstream.rsplit(":", 1)
         self.upstream = (host, int(port))
+        # Bytes per second each client connection may carry (None: as fast as it goes), as a
+        # CDN or object store caps one connection.
+        self.rate = rate
         self.lock = threading.Lock()
         self.active = 0
+        self.peak = 0
         self.clear()
 
     def clear(self):
@@ -458,6 +462,9 @@ class FaultProxy:
         q = dict(urllib.parse.parse_qsl(u.query))
         if u.path == "/_proxy/clear":
             self.clear()
+            if "peak" in q:
+                with self.lock:
+                    self.peak = self.active
             return self.reply(c, {"ok": True})
         if u.path == "/_proxy/arm":
             with self.lock:
@@ -467,7 +474,7 @@ class FaultProxy:
             return self.reply(c, {"ok": True})
         with self.lock:
             return self.reply(c, {"body": self.body, "requests": list(self.reqs), "active": self.active,
-                                  "tls_probes": self.tls_probes, "fired": self.fired})
+                                  "peak": self.peak, "tls_probes": self.tls_probes, "fired": self.fired})
 
     def handle(self, c):
         c.settimeout(120)
@@ -497,6 +504,7 @@ class FaultProxy:
                 rest += chunk
             with self.lock:
                 self.active += 1
+                self.peak = max(self.peak, self.active)
                 counted = True
             path = urllib.parse.unquote(target.split("?", 1)[0])
             rec = {"method": method, "path": path, "range": header(hdrs, "range"), "status": None,
@@ -525,6 +533,7 @@ class FaultProxy:
                     fault = self.arm
                     self.fired = {"mode": fault["mode"], "at": fault["at"], "time": time.time()}
             sent = 0
+            started = time.monotonic()
             while expect is None or sent < expect:
                 if not buf:
                     buf = up.recv(1 << 18)
@@ -533,6 +542,12 @@ class FaultProxy:
                 piece = buf if expect is None else buf[:expect - sent]
                 if fault:
                     piece = piece[:fault["at"] - sent]
+                if self.rate:
+                    # At most a tenth of a second's worth at a time, each sent when it is due.
+                    piece = piece[:max(1, self.rate // 10)]
+                    wait = started + sent / self.rate - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
                 c.sendall(piece)
                 sent += len(piece)
                 rec["bytes"] = sent
@@ -568,8 +583,8 @@ class FaultProxy:
                     self.active -= 1
 
 
-def proxy(upstream, portfile):
-    p = FaultProxy(upstream)
+def proxy(upstream, portfile, rate=None):
+    p = FaultProxy(upstream, int(rate) if rate else None)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", 0))
@@ -580,6 +595,11 @@ def proxy(upstream, portfile):
     while True:
         c, _ = s.accept()
         threading.Thread(target=p.handle, args=(c,), daemon=True).start()
+
+
+def ctl_reset_peak(base):
+    """`clear` keeps the peak of concurrent requests unless asked to reset it too."""
+    return ctl(base, "clear", peak="0")
 
 
 def ctl(base, what, **query):
@@ -882,6 +902,34 @@ def summary(results, machine):
                        f"path size mtime inode): {n // 2 if n else 0} (raw diff lines: {n}).")
     out.extend(local_work_tables(rows))
     out.extend(use_table(rows))
+    crows = [r for r in rows if r["kind"] == "chunks"]
+    if crows:
+        image = crows[0]["image"]
+        work = os.path.dirname(results)
+        rate = open(os.path.join(work, "chunk-rate")).read().strip() if os.path.exists(
+            os.path.join(work, "chunk-rate")) else "?"
+        out.append(f"\n## One large layer through a proxy capping each connection at {rate} "
+                   f"(the {image} single-layer image, cold pulls)\n")
+        out.append("| tool | runs | failed | wall s (each run) | median wall s | median CPU s | "
+                   "max peak RSS MB | median MB served | speed-up over imagec one stream |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        tools = []
+        for r in crows:
+            if r["tool"] not in tools:
+                tools.append(r["tool"])
+        one = [r["wall"] for r in crows if r["tool"] == "imagec one stream" and r["exit"] == "0"]
+        for t in tools:
+            rs = [r for r in crows if r["tool"] == t]
+            ok = [r for r in rs if r["exit"] == "0"] or rs
+            speed = f"{med(one) / med([r['wall'] for r in ok]):.2f}x" if one else ""
+            out.append(f"| {t} | {len(rs)} | {sum(r['exit'] != '0' for r in rs)} | "
+                       f"{', '.join('%.2f' % r['wall'] for r in rs)} | {med([r['wall'] for r in ok]):.2f} | "
+                       f"{med([r['cpu'] for r in ok]):.2f} | {max(r['rss'] for r in ok):.1f} | "
+                       f"{med([r['served'] for r in ok]):.1f} | {speed} |")
+        peaks = os.path.join(work, "chunk-peaks")
+        if os.path.exists(peaks):
+            out.append("\nMost requests the proxy carried at once, per run: " +
+                       "; ".join(l.strip() for l in open(peaks) if l.strip()))
     jrows = [r for r in rows if r["kind"] == "jobs"]
     if jrows:
         image = jrows[0]["image"]
@@ -990,4 +1038,6 @@ if __name__ == "__main__":
      "summary": lambda: summary(*args), "make-schema1": lambda: make_schema1(*args),
      "check-schema1": lambda: check_schema1(*args), "inflate-ref": lambda: inflate_ref(*args),
      "proxy": lambda: proxy(*args), "fault-run": lambda: fault_run(*args),
+     "ctl-clear": lambda: (ctl(args[0], "clear"), ctl_reset_peak(args[0])),
+     "ctl-peak": lambda: print(f"{ctl(args[0], 'stats')['peak']} at once"),
      "fault-summary": lambda: print("\n".join(fault_summary(*args)))}[cmd]()

@@ -3,11 +3,12 @@
 //! each chunk written at its offset into the ingest ([`crate::store::chunks`]), which hashes
 //! in order as the prefix completes. The first chunk's answer decides: anything but a 206 with
 //! exactly the range asked for, and the blob (and every later one from that registry) comes
-//! as one stream. Extra connections are borrowed from the `--jobs` budget, as slots free up.
+//! as one stream. Extra connections are borrowed from the `--jobs` budget, as slots free up:
+//! helper threads wait for a free slot, then fetch chunks until none are left.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::plan::PlannedBlob;
@@ -20,6 +21,9 @@ use crate::store::ingest::{Ingest, IngestError};
 
 /// The default `--chunk-size`: 64 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 64 << 20;
+
+/// How often a helper waiting for a connection slot looks again.
+const SLOT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// `missing` ranges cut into chunks on the `chunk`-byte grid (a partly present chunk keeps
 /// only its missing part).
@@ -88,33 +92,23 @@ pub fn fetch(
         error: Mutex::new(None),
         received: AtomicU64::new(0),
         served_by: Mutex::new(Vec::new()),
-        helpers: AtomicUsize::new(0),
     };
     std::thread::scope(|s| {
+        // One helper per other connection --jobs allows, each waiting for a slot to free up
+        // (another blob done) before it takes chunks: a freed slot is put to work within a
+        // poll, not when this thread next finishes a chunk.
+        let helpers = budget.total().saturating_sub(1).min(chunks.len() - 1);
+        for _ in 0..helpers {
+            let w = &work;
+            let spawned = std::thread::Builder::new()
+                .name("imagec-chunk".into())
+                .spawn_scoped(s, move || w.help(budget));
+            if spawned.is_err() {
+                break;
+            }
+        }
         let mut next = Some((start, end, Some(opened)));
         while let Some((a, b, opened)) = next.take() {
-            // Slots freed elsewhere become helpers for the chunks still waiting.
-            let waiting = work
-                .queued()
-                .saturating_sub(work.helpers.load(Ordering::SeqCst));
-            for _ in 0..budget.borrow(waiting) {
-                work.helpers.fetch_add(1, Ordering::SeqCst);
-                let w = &work;
-                let spawned = std::thread::Builder::new()
-                    .name("imagec-chunk".into())
-                    .spawn_scoped(s, move || {
-                        while let Some((a, b)) = w.take() {
-                            w.run(a, b, None);
-                        }
-                        w.helpers.fetch_sub(1, Ordering::SeqCst);
-                        budget.give_back(1);
-                    });
-                if spawned.is_err() {
-                    work.helpers.fetch_sub(1, Ordering::SeqCst);
-                    budget.give_back(1);
-                    break;
-                }
-            }
             work.run(a, b, opened);
             next = work.take().map(|(a, b)| (a, b, None));
         }
@@ -165,7 +159,6 @@ struct Work<'a> {
     error: Mutex<Option<Failure>>,
     received: AtomicU64,
     served_by: Mutex<Vec<String>>,
-    helpers: AtomicUsize,
 }
 
 type Opened = (Box<dyn Read + Send>, Option<String>);
@@ -183,6 +176,24 @@ impl Work<'_> {
 
     fn queued(&self) -> usize {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// A helper: wait for a free slot of the budget while chunks are waiting, then fetch
+    /// chunks until none are left, and give the slot back.
+    fn help(&self, budget: &Budget) {
+        loop {
+            if self.queued() == 0 || self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if budget.borrow(1) == 1 {
+                break;
+            }
+            std::thread::sleep(SLOT_POLL);
+        }
+        while let Some((a, b)) = self.take() {
+            self.run(a, b, None);
+        }
+        budget.give_back(1);
     }
 
     /// List `[start, at)` as received (nothing when empty).

@@ -14,13 +14,21 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct Budget {
     free: AtomicUsize,
+    total: usize,
 }
 
 impl Budget {
+    /// `free` slots of `--jobs`, all of them at first.
     pub fn new(free: usize) -> Budget {
         Budget {
             free: AtomicUsize::new(free),
+            total: free,
         }
+    }
+
+    /// The `--jobs` value: the most connections there may be.
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     /// Take up to `want` free slots; how many were taken.
