@@ -1,7 +1,8 @@
 //! A blob written as parallel Range chunks (SPEC: Shared cache and speed): each chunk's bytes
 //! go to their offsets in the partial file, and the hash (and diff_id) follow in order as the
-//! prefix from byte 0 completes, reading back from the file what other chunks wrote ahead of
-//! it (the page cache holds it: the bytes were written moments before).
+//! prefix from byte 0 completes: the chunk at the prefix is hashed from its buffers as it
+//! arrives; what other chunks wrote ahead of it is read back from the file when the prefix
+//! reaches it (the page cache holds it: the bytes were written moments before).
 //!
 //! Bookkeeping survives kill -9: `.imagec/partial/<hex>.chunks` lists the complete ranges
 //! (`START END` lines, END exclusive, the prefix included), rewritten atomically as each chunk
@@ -143,7 +144,10 @@ impl<'i> Chunked<'i> {
         }
     }
 
-    /// Write bytes of a chunk at `at`. Nothing past the descriptor's size is written.
+    /// Write bytes of a chunk at `at`. Nothing past the descriptor's size is written. Bytes
+    /// that continue the hashed prefix are hashed here, from the buffer: the chunk at the
+    /// prefix is never read back (measured on loopback: reading every byte back cost the
+    /// cold pull of 600 MB about a fifth of its wall time).
     pub fn write_at(&self, at: u64, bytes: &[u8]) -> Result<(), IngestError> {
         if at + bytes.len() as u64 > self.size {
             return Err(IngestError::TooLong {
@@ -153,7 +157,22 @@ impl<'i> Chunked<'i> {
         }
         self.file
             .write_all_at(bytes, at)
-            .map_err(|e| self.io("writing", e).into())
+            .map_err(|e| self.io("writing", e))?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.broken.is_some() || state.hasher.count() != at {
+            return Ok(());
+        }
+        state.hasher.update(bytes);
+        if let Some(d) = state.diff_id.as_mut() {
+            if let Err(e) = d.update(bytes) {
+                state.broken = Some(e.to_string());
+                return Err(self.layer_error(e.to_string()));
+            }
+        }
+        // Listed in memory (the file gets it with the next completion), and whatever other
+        // chunks completed right after it is hashed now.
+        state.done.add(at, at + bytes.len() as u64);
+        self.advance(&mut state)
     }
 
     /// `[start, end)` is in the file (a whole chunk, or the part of one received so far):
