@@ -70,7 +70,12 @@ pub fn fetch(
     let missing = ingest.missing();
     let chunks = split(&missing, chunk_size);
     let Some(&(start, end)) = chunks.first() else {
-        return Ok(Outcome::Done);
+        if ingest.offset() == d.size {
+            return Ok(Outcome::Done);
+        }
+        // Nothing listed as missing, yet not all hashed: bookkeeping not to be trusted.
+        ingest.restart()?;
+        return Ok(Outcome::Refused { started: false });
     };
     let opened = match registry.open_blob_chunk(&job.source, &d.digest, start, end, d.size)? {
         Chunk::Bytes(body, source) => (body, source),

@@ -64,7 +64,12 @@ where
     F: Fn(&T, &Budget) -> R + Sync,
 {
     let parallel = parallel.max(1);
-    let budget = Budget::new(parallel);
+    let workers = parallel.min(items.len().max(1));
+    // The workers' own slots are taken before any of them starts, so that nobody borrows one.
+    let budget = Budget {
+        free: AtomicUsize::new(parallel - workers),
+        total: parallel,
+    };
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let worker = || loop {
@@ -74,9 +79,7 @@ where
         *results[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
     };
     std::thread::scope(|s| {
-        for i in 0..parallel.min(items.len().max(1)) {
-            // The worker's own slot, taken before it starts so that nobody borrows it.
-            budget.borrow(1);
+        for i in 0..workers {
             let spawned = std::thread::Builder::new()
                 .name(format!("imagec-transfer-{i}"))
                 .spawn_scoped(s, || {
@@ -84,7 +87,8 @@ where
                     budget.give_back(1);
                 });
             if spawned.is_err() {
-                budget.give_back(1);
+                // The slots of the workers that never started.
+                budget.give_back(workers - i);
                 break;
             }
         }
@@ -143,12 +147,19 @@ mod tests {
         // Two items on four jobs: two slots are free from the start; a worker's own slot is
         // free once it is done.
         let items = [0, 1];
+        // One at a time: what one worker borrows, the other does not see.
+        let one = Mutex::new(());
         let seen = in_order(&items, 4, |_, budget| {
+            let _one = one.lock().unwrap();
             let got = budget.borrow(10);
             budget.give_back(got);
-            got
+            (got, budget.total())
         });
-        assert!(seen.iter().all(|&n| (2..=3).contains(&n)), "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|&(n, total)| (2..=3).contains(&n) && total == 4),
+            "{seen:?}"
+        );
         let b = Budget::new(3);
         assert_eq!(b.borrow(2), 2);
         assert_eq!(b.borrow(2), 1);

@@ -158,7 +158,13 @@ impl<'i> Chunked<'i> {
         self.file
             .write_all_at(bytes, at)
             .map_err(|e| self.io("writing", e))?;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A writer never waits for the lock: while another thread hashes (a read-back after a
+        // completion), these bytes are left for the read-back too.
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
         if state.broken.is_some() || state.hasher.count() != at {
             return Ok(());
         }

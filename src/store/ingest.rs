@@ -79,9 +79,19 @@ impl Store {
         let err = |action| super::io_err(action, &path);
         let mut ingest_hasher = Hasher::new();
         let mut ingest_diff = diff_id.then(DiffId::new);
-        let have = file.metadata().map_err(err("reading"))?.len();
-        let mut chunks = self.read_chunks(digest, size).filter(|_| have <= size);
+        let mut have = file.metadata().map_err(err("reading"))?.len();
+        // Bookkeeping that lists bytes past the file's end (a crash between a truncation and
+        // its removal) is not trusted.
+        let listed = self.chunks_path(digest).exists();
+        let mut chunks = self
+            .read_chunks(digest, have.min(size))
+            .filter(|_| have <= size);
         if chunks.is_none() {
+            if listed && have > 0 {
+                // Written in chunks, but what is where is unknown now: start over.
+                file.set_len(0).map_err(err("truncating"))?;
+                have = 0;
+            }
             self.forget_chunks(digest);
         }
         // Without bookkeeping the whole file is the prefix; with it, the run from byte 0 it
@@ -207,6 +217,9 @@ impl Ingest<'_> {
             r
         });
         self.tail_dirty = true;
+        // Listed before any byte goes past the prefix: without bookkeeping, the next run
+        // would take the whole file (holes included) for the prefix.
+        self.store.write_chunks(&self.digest, &done)?;
         Ok(Chunked::new(
             self.store,
             self.digest.clone(),
@@ -421,5 +434,33 @@ mod tests {
         assert!(!s.chunks_path(&d).exists());
         i.commit().unwrap();
         assert_eq!(std::fs::read(s.blob_path(&d)).unwrap(), data);
+    }
+
+    #[test]
+    fn chunk_bookkeeping_that_does_not_match_the_file_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 29) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        let size = data.len() as u64;
+        // Killed right after the switch to chunks, a chunk written past the prefix, nothing
+        // listed yet: the listing made at the switch keeps the holes out of the prefix.
+        let mut i = begin(&s, &d, size);
+        i.write(&data[..100]).unwrap();
+        {
+            let c = i.chunked().unwrap();
+            c.write_at(5000, &data[5000..6000]).unwrap();
+        }
+        drop(i);
+        let i = begin(&s, &d, size);
+        assert_eq!(i.offset(), 100);
+        assert_eq!(i.missing(), vec![(100, size)]);
+        drop(i);
+        // A listing past the file's end (the file cut, the listing left): start over.
+        std::fs::write(s.chunks_path(&d), "0 9000\n").unwrap();
+        let i = begin(&s, &d, size);
+        assert_eq!(i.offset(), 0);
+        assert_eq!(s.partial_len(&d), Some(0));
+        assert!(!s.chunks_path(&d).exists());
     }
 }

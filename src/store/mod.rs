@@ -203,29 +203,48 @@ impl Store {
         older_than: std::time::Duration,
     ) -> Result<Vec<(PathBuf, u64)>, StoreError> {
         let mut out = Vec::new();
-        for (dir, partial) in [
-            (self.tmp_dir(), false),
-            (self.root.join(PRIVATE).join("partial"), true),
-        ] {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
+        let age = |meta: &fs::Metadata| {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or_default()
+        };
+        if let Ok(entries) = fs::read_dir(self.tmp_dir()) {
             for e in entries.flatten() {
-                let Ok(meta) = e.metadata() else { continue };
-                let old = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|age| age > older_than);
-                let name = e.file_name().to_string_lossy().into_owned();
-                let hex = name.strip_suffix(".chunks").unwrap_or(&name);
-                let done = partial
-                    && format!("sha256:{hex}")
-                        .parse::<Digest>()
-                        .is_ok_and(|d| self.blob_path(&d).exists());
-                if !partial || old || done {
+                if let Ok(meta) = e.metadata() {
                     out.push((e.path(), meta.len()));
                 }
+            }
+        }
+        // A partial download and its chunk bookkeeping (`<hex>`, `<hex>.chunks`,
+        // `<hex>.chunks.tmp`) are one: stale when the blob is in place or the newest of
+        // them is old, and then removed together.
+        let mut groups: std::collections::BTreeMap<
+            String,
+            (Vec<(PathBuf, u64)>, std::time::Duration),
+        > = Default::default();
+        if let Ok(entries) = fs::read_dir(self.root.join(PRIVATE).join("partial")) {
+            for e in entries.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                let name = e.file_name().to_string_lossy().into_owned();
+                let hex = name
+                    .strip_suffix(".chunks.tmp")
+                    .or_else(|| name.strip_suffix(".chunks"))
+                    .unwrap_or(&name)
+                    .to_string();
+                let g = groups
+                    .entry(hex)
+                    .or_insert((Vec::new(), std::time::Duration::MAX));
+                g.0.push((e.path(), meta.len()));
+                g.1 = g.1.min(age(&meta));
+            }
+        }
+        for (hex, (files, youngest)) in groups {
+            let done = format!("sha256:{hex}")
+                .parse::<Digest>()
+                .is_ok_and(|d| self.blob_path(&d).exists());
+            if done || youngest > older_than {
+                out.extend(files);
             }
         }
         out.extend(self.orphan_diff_ids());
@@ -478,5 +497,38 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn a_partial_and_its_chunk_bookkeeping_are_stale_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"partly here");
+        fs::write(s.partial_path(&d), b"partly").unwrap();
+        fs::write(s.chunks_path(&d), "0 6\n").unwrap();
+        let month = std::time::Duration::from_secs(30 * 86400);
+        let old = std::time::SystemTime::now() - month;
+        let age = |p: &Path, t| {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        };
+        let week = std::time::Duration::from_secs(7 * 86400);
+        // Only the bookkeeping is old: the download is alive, nothing goes.
+        age(&s.chunks_path(&d), old);
+        assert!(s.stale_files(week).unwrap().is_empty());
+        // Both old: both go.
+        age(&s.partial_path(&d), old);
+        let mut stale: Vec<PathBuf> = s
+            .stale_files(week)
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        stale.sort();
+        assert_eq!(stale, vec![s.partial_path(&d), s.chunks_path(&d)]);
     }
 }
