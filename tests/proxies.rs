@@ -27,6 +27,29 @@ fn pushed(repo: &str, seed: u64) -> Image {
     push_one_layer(repo, seed, 50_000)
 }
 
+/// Every target a proxy logged was `host`, and there was one.
+#[track_caller]
+fn assert_only(targets: &[String], host: &str) {
+    assert!(
+        !targets.is_empty() && targets.iter().all(|t| t == host),
+        "{targets:?}"
+    );
+}
+
+/// `-v` named the proxy each request went through.
+#[track_caller]
+fn assert_via(stderr: &str, proxy: &str) {
+    assert!(stderr.contains(&format!("via proxy {proxy}")), "{stderr}");
+}
+
+/// `registry.imagec.test:PORT` for the TLS registry (its certificate names it), mapped to it.
+fn hidden_tls_name() -> (String, Vec<(String, String)>) {
+    let port = world().tls().host().rsplit(':').next().unwrap().to_string();
+    let name = format!("registry.imagec.test:{port}");
+    let map = vec![(name.clone(), world().tls().host())];
+    (name, map)
+}
+
 /// `registry.imagec.test:PORT`, mapped by the proxy to the plain registry.
 fn hidden_name() -> (String, Vec<(String, String)>) {
     let port = world()
@@ -60,11 +83,7 @@ fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
     // HTTPS is tried first, through CONNECT (the plain registry answers it with no TLS); the
     // plain-HTTP requests go in absolute form, which the proxy forwards: a proxy that allows
     // CONNECT to port 443 alone (squid's default) would refuse a CONNECT to this port.
-    assert!(
-        proxy.connects().iter().all(|t| *t == host),
-        "{:?}",
-        proxy.connects()
-    );
+    assert_only(&proxy.connects(), &host);
     let forwarded = proxy.forwarded();
     assert!(
         forwarded
@@ -91,11 +110,7 @@ fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
         "{forwarding_connections} connections for {} requests",
         forwarded.len()
     );
-    assert!(
-        out.stderr.contains(&format!("via proxy {url}")),
-        "{}",
-        out.stderr
-    );
+    assert_via(&out.stderr, &url);
 
     // NO_PROXY naming the domain (leading dot: subdomains) sends it direct, where the name
     // resolves nowhere: exit 1, and the proxy saw nothing more.
@@ -191,11 +206,7 @@ fn a_proxy_asking_for_credentials() {
     .expect(0);
     entry(&dest, &name);
     assert_no_secret("pr0xy-secret", &[&out.stdout, &out.stderr], &dest);
-    assert!(
-        out.stderr.contains(&format!("via proxy {bare}")),
-        "{}",
-        out.stderr
-    );
+    assert_via(&out.stderr, &bare);
 }
 
 /// TLS through the proxy: `CONNECT`, then the handshake with the registry itself, verified
@@ -203,9 +214,8 @@ fn a_proxy_asking_for_credentials() {
 #[test]
 fn a_tls_registry_through_the_proxy_is_verified_end_to_end() {
     pushed("proxies/tls", 9230);
-    let port = world().tls().host().rsplit(':').next().unwrap().to_string();
-    let host = format!("registry.imagec.test:{port}");
-    let proxy = HttpProxy::start(vec![(host.clone(), world().tls().host())], None).unwrap();
+    let (host, map) = hidden_tls_name();
+    let proxy = HttpProxy::start(map, None).unwrap();
     let url = format!("http://{}", proxy.host());
     let name = format!("{host}/proxies/tls:1");
     let dest = world().temp_dir().join("store");
@@ -217,11 +227,7 @@ fn a_tls_registry_through_the_proxy_is_verified_end_to_end() {
         .arg(&name))
     .expect(0);
     entry(&dest, &name);
-    assert!(
-        proxy.connects().iter().all(|t| *t == host),
-        "{:?}",
-        proxy.connects()
-    );
+    assert_only(&proxy.connects(), &host);
     // Without the CA the certificate is refused, through the proxy as directly.
     let out = run(with_proxy_env(&[("HTTPS_PROXY", &url)], "")
         .args(["pull", "--dest"])
@@ -248,17 +254,8 @@ fn a_socks_proxy_carries_the_pull() {
         .arg(&name))
     .expect(0);
     entry(&dest, &name);
-    assert!(!proxy.targets().is_empty());
-    assert!(
-        proxy.targets().iter().all(|t| *t == host),
-        "{:?}",
-        proxy.targets()
-    );
-    assert!(
-        out.stderr.contains(&format!("via proxy {url}")),
-        "{}",
-        out.stderr
-    );
+    assert_only(&proxy.targets(), &host);
+    assert_via(&out.stderr, &url);
 }
 
 /// A real squid, configured as corporate proxies are (Basic credentials required, `CONNECT`
@@ -392,9 +389,7 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
 #[test]
 fn https_and_http_proxies_on_other_hosts_each_get_their_own_traffic() {
     pushed("proxies/two", 9260);
-    let port = world().tls().host().rsplit(':').next().unwrap().to_string();
-    let host = format!("registry.imagec.test:{port}");
-    let map = vec![(host.clone(), world().tls().host())];
+    let (host, map) = hidden_tls_name();
     let tunnel = HttpProxy::start(map.clone(), Some("t:tunnel-secret")).unwrap();
     let forward = HttpProxy::start(map, Some("f:forward-secret")).unwrap();
     let mapped = |p: &HttpProxy, creds: &str| {
@@ -417,7 +412,7 @@ fn https_and_http_proxies_on_other_hosts_each_get_their_own_traffic() {
     .arg(&name))
     .expect(0);
     entry(&dest, &name);
-    assert!(!tunnel.connects().is_empty());
+    assert_only(&tunnel.connects(), &host);
     assert_eq!(forward.connections(), 0, "{}", out.stderr);
     for secret in ["tunnel-secret", "forward-secret"] {
         assert_no_secret(secret, &[&out.stdout, &out.stderr], &dest);
