@@ -81,7 +81,7 @@ fn basic_auth_refused_or_missing_exits_3() {
         "wrong-password",
     )
     .expect(3);
-    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
     assert!(!out.stderr.contains("wrong-password"));
     let out = run(imagec()
         .args(["pull", "--dest"])
@@ -206,7 +206,7 @@ fn token_auth_private_repository_needs_credentials() {
         .arg(fresh_dest())
         .arg(&name))
     .expect(3);
-    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
     let dest = fresh_dest();
     run(imagec()
         .env("IMAGEC_USERNAME", USER)

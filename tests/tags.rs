@@ -97,7 +97,7 @@ fn tags_of_a_private_repository_use_the_token_and_credentials() {
     tagged("auth/tags-private", 3);
     let name = format!("{}/auth/tags-private", world().token().host());
     let out = run(imagec().arg("tags").arg(&name)).expect(3);
-    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
     let out = run(imagec()
         .env("IMAGEC_USERNAME", USER)
         .env("IMAGEC_PASSWORD", PASSWORD)
