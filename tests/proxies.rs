@@ -36,6 +36,18 @@ fn assert_only(targets: &[String], host: &str) {
     );
 }
 
+/// The error names the proxy (not the registry) as the one that failed, with its status and
+/// what to do about it.
+#[track_caller]
+fn assert_refused(stderr: &str, proxy: &str, status: u16, why: &str) {
+    assert!(
+        stderr.contains(&format!("proxy {proxy} failed"))
+            && stderr.contains(&format!(" {status}"))
+            && stderr.contains(why),
+        "{stderr}"
+    );
+}
+
 /// `-v` named the proxy each request went through.
 #[track_caller]
 fn assert_via(stderr: &str, proxy: &str) {
@@ -169,14 +181,7 @@ fn a_proxy_asking_for_credentials() {
                 .arg(&name),
         )
     };
-    let refused = |stderr: &str, proxy: &str, why: &str| {
-        assert!(
-            stderr.contains(&format!("proxy {proxy} failed"))
-                && stderr.contains("407")
-                && stderr.contains(why),
-            "{stderr}"
-        );
-    };
+    let refused = |stderr: &str, proxy: &str, why: &str| assert_refused(stderr, proxy, 407, why);
     let out = pull(&bare, &bare).expect(1);
     refused(&out.stderr, &bare, "wants credentials");
     assert!(!proxy.connects().is_empty());
@@ -331,13 +336,7 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
             .arg(&plain),
     )
     .expect(1);
-    assert!(
-        out.stderr.contains(&format!("proxy {shown} failed"))
-            && out.stderr.contains("403")
-            && out.stderr.contains("CONNECT to port 443 only"),
-        "{}",
-        out.stderr
-    );
+    assert_refused(&out.stderr, &shown, 403, "CONNECT to port 443 only");
 
     let tls = format!("registry.imagec.test:{tls_port}/proxies/squid:1");
     let dest = scratch.join("tls");
@@ -371,13 +370,7 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
             .arg(&plain),
     )
     .expect(1);
-    assert!(
-        out.stderr.contains(&format!("proxy {shown} failed"))
-            && out.stderr.contains("407")
-            && out.stderr.contains("wants credentials"),
-        "{}",
-        out.stderr
-    );
+    assert_refused(&out.stderr, &shown, 407, "wants credentials");
 }
 
 /// With both variables set to different proxies on an address that is not loopback, HTTPS
