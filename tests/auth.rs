@@ -400,13 +400,7 @@ fn loopback_registries_are_reached_over_plain_http_without_a_flag() {
         .arg(&name))
     .expect(0);
     // localhost is loopback too.
-    let port = world()
-        .plain()
-        .host()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = world().plain().port();
     let local = format!("localhost:{port}/auth/loopback:1");
     run(imagec()
         .args(["pull", "-q", "--dest"])

@@ -362,17 +362,8 @@ fn an_insecure_registry_in_registries_conf() {
     }
 
     // Plain HTTP on a name that is not loopback, reached through a proxy that maps it.
-    let port = world()
-        .plain()
-        .host()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
-    let hidden = format!("registry.imagec.test:{port}");
-    let proxy =
-        support::http_proxy::HttpProxy::start(vec![(hidden.clone(), world().plain().host())], None)
-            .unwrap();
+    let (hidden, map) = world().plain().hidden_name();
+    let proxy = support::http_proxy::HttpProxy::start(map, None).unwrap();
     let via = format!("http://{}", proxy.host());
     let name = format!("{hidden}/conf/insecure:1");
     let pull = |conf: Option<&Path>, dest: &Path| {

@@ -54,32 +54,10 @@ fn assert_via(stderr: &str, proxy: &str) {
     assert!(stderr.contains(&format!("via proxy {proxy}")), "{stderr}");
 }
 
-/// `registry.imagec.test:PORT` for the TLS registry (its certificate names it), mapped to it.
-fn hidden_tls_name() -> (String, Vec<(String, String)>) {
-    let port = world().tls().host().rsplit(':').next().unwrap().to_string();
-    let name = format!("registry.imagec.test:{port}");
-    let map = vec![(name.clone(), world().tls().host())];
-    (name, map)
-}
-
-/// `registry.imagec.test:PORT`, mapped by the proxy to the plain registry.
-fn hidden_name() -> (String, Vec<(String, String)>) {
-    let port = world()
-        .plain()
-        .host()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
-    let name = format!("registry.imagec.test:{port}");
-    let map = vec![(name.clone(), world().plain().host())];
-    (name, map)
-}
-
 #[test]
 fn a_registry_reachable_only_through_the_proxy_is_pulled_through_it() {
     pushed("proxies/through", 9200);
-    let (host, map) = hidden_name();
+    let (host, map) = world().plain().hidden_name();
     let proxy = HttpProxy::start(map, None).unwrap();
     let url = format!("http://{}", proxy.host());
     let name = format!("{host}/proxies/through:1");
@@ -167,7 +145,7 @@ fn loopback_registries_are_never_proxied() {
 #[test]
 fn a_proxy_asking_for_credentials() {
     pushed("proxies/auth", 9220);
-    let (host, map) = hidden_name();
+    let (host, map) = world().plain().hidden_name();
     let proxy = HttpProxy::start(map.clone(), Some("carol:pr0xy-secret")).unwrap();
     let name = format!("{host}/proxies/auth:1");
     let bare = format!("http://{}", proxy.host());
@@ -219,7 +197,7 @@ fn a_proxy_asking_for_credentials() {
 #[test]
 fn a_tls_registry_through_the_proxy_is_verified_end_to_end() {
     pushed("proxies/tls", 9230);
-    let (host, map) = hidden_tls_name();
+    let (host, map) = world().tls().hidden_name();
     let proxy = HttpProxy::start(map, None).unwrap();
     let url = format!("http://{}", proxy.host());
     let name = format!("{host}/proxies/tls:1");
@@ -248,7 +226,7 @@ fn a_tls_registry_through_the_proxy_is_verified_end_to_end() {
 #[test]
 fn a_socks_proxy_carries_the_pull() {
     pushed("proxies/socks", 9240);
-    let (host, map) = hidden_name();
+    let (host, map) = world().plain().hidden_name();
     let proxy = SocksProxy::start(map).unwrap();
     let url = format!("socks5h://{}", proxy.host());
     let name = format!("{host}/proxies/socks:1");
@@ -271,23 +249,9 @@ fn a_socks_proxy_carries_the_pull() {
 /// `CONNECT` too, which squid refused, so no plain-HTTP registry could be pulled through it.
 #[test]
 fn a_real_squid_carries_plain_http_and_tls_pulls() {
-    pushed("proxies/squid", 9250);
-    let plain_port: u16 = world()
-        .plain()
-        .host()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let tls_port: u16 = world()
-        .tls()
-        .host()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let img = pushed("proxies/squid", 9250);
+    let plain_port = world().plain().port();
+    let tls_port = world().tls().port();
     let squid = Squid::start(
         &["registry.imagec.test"],
         Some(("carol", "sq-secret")),
@@ -309,21 +273,22 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
     .expect(0);
     entry(&dest, &plain);
     assert_no_secret("sq-secret", &[&out.stdout, &out.stderr], &scratch);
-    // A request is logged once its answer is sent: all of them are, by the time imagec has
-    // the blobs; a moment more for the last line to be written.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let log = squid.accesses();
-    let blob_gets: Vec<_> = log
-        .iter()
-        .filter(|a| a.method == "GET" && a.url.contains("/v2/proxies/squid/blobs/"))
-        .collect();
-    assert!(!blob_gets.is_empty(), "{log:?}");
+    let blob_gets = |log: &[support::squid::Access]| -> usize {
+        log.iter()
+            .filter(|a| a.method == "GET" && a.url.contains("/v2/proxies/squid/blobs/"))
+            .count()
+    };
+    let blobs = img.layers.len() + 1;
+    let log = squid.accesses_once(|log| blob_gets(log) >= blobs);
+    assert_eq!(blob_gets(&log), blobs, "{log:?}");
     assert!(
-        blob_gets.iter().all(|a| a
-            .url
-            .starts_with(&format!("http://registry.imagec.test:{plain_port}/v2/"))
-            && a.result.ends_with("/200")
-            && a.user == "carol"),
+        log.iter()
+            .filter(|a| a.method == "GET" && a.url.contains("/v2/proxies/squid/blobs/"))
+            .all(|a| a
+                .url
+                .starts_with(&format!("http://registry.imagec.test:{plain_port}/v2/"))
+                && a.result.ends_with("/200")
+                && a.user == "carol"),
         "{log:?}"
     );
 
@@ -350,17 +315,12 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
     entry(&dest, &tls);
     // squid logs a tunnel when it closes, which may be just after imagec exits.
     let tunnel = format!("registry.imagec.test:{tls_port}");
-    let logged = |squid: &Squid| {
-        squid
-            .accesses()
-            .iter()
+    let tunnelled = |log: &[support::squid::Access]| {
+        log.iter()
             .any(|a| a.method == "CONNECT" && a.url == tunnel && a.result.ends_with("/200"))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !logged(&squid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(logged(&squid), "{:?}", squid.accesses());
+    let log = squid.accesses_once(tunnelled);
+    assert!(tunnelled(&log), "{log:?}");
 
     let bare = shown.clone();
     let out = run(
@@ -382,7 +342,7 @@ fn a_real_squid_carries_plain_http_and_tls_pulls() {
 #[test]
 fn https_and_http_proxies_on_other_hosts_each_get_their_own_traffic() {
     pushed("proxies/two", 9260);
-    let (host, map) = hidden_tls_name();
+    let (host, map) = world().tls().hidden_name();
     let tunnel = HttpProxy::start(map.clone(), Some("t:tunnel-secret")).unwrap();
     let forward = HttpProxy::start(map, Some("f:forward-secret")).unwrap();
     let mapped = |p: &HttpProxy, creds: &str| {

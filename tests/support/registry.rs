@@ -136,6 +136,23 @@ impl Registry {
         self.host.clone()
     }
 
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.host
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a registry host is 127.0.0.1:PORT")
+    }
+
+    /// `registry.imagec.test:PORT`, a name that resolves nowhere (its TLS certificate names
+    /// it too), and the host map that sends it here: reachable only through a test proxy.
+    pub fn hidden_name(&self) -> (String, Vec<(String, String)>) {
+        let name = format!("registry.imagec.test:{}", self.port());
+        let map = vec![(name.clone(), self.host())];
+        (name, map)
+    }
+
     /// `http` or `https`.
     pub fn scheme(&self) -> &'static str {
         self.scheme

@@ -147,6 +147,20 @@ impl Squid {
         self.host.clone()
     }
 
+    /// The access log once `done` holds for it (squid writes a line when an answer is sent,
+    /// and a tunnel's when it closes: both may come just after the client is gone), or as it
+    /// is after 10 s.
+    pub fn accesses_once(&self, done: impl Fn(&[Access]) -> bool) -> Vec<Access> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.accesses();
+            if done(&log) || Instant::now() > deadline {
+                return log;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every request in squid's access log so far, in order.
     pub fn accesses(&self) -> Vec<Access> {
         let text = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
