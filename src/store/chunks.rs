@@ -77,10 +77,6 @@ impl Ranges {
         out
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The bookkeeping file's text.
     pub fn to_text(&self) -> String {
         self.0.iter().map(|(a, b)| format!("{a} {b}\n")).collect()
