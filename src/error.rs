@@ -106,7 +106,10 @@ fn manifest_code(e: &ManifestError) -> u8 {
 fn transfer_code(e: &TransferError) -> u8 {
     match e {
         TransferError::Client(c) => client_code(c),
-        TransferError::Store(_) | TransferError::Ingest(_) | TransferError::Layer { .. } => FAILURE,
+        TransferError::Store(_)
+        | TransferError::Ingest(_)
+        | TransferError::Layer { .. }
+        | TransferError::NotInCache { .. } => FAILURE,
         TransferError::Interrupted { .. } => INTERRUPTED,
     }
 }

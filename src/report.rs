@@ -65,6 +65,11 @@ pub trait Reporter: Send + Sync {
     fn blob_done(&self, _digest: &Digest, _size: u64) {}
     /// The blob was already in the store; nothing is downloaded.
     fn blob_skipped(&self, _digest: &Digest, _size: u64) {}
+    /// The blob came from the shared cache (`how`: hardlink, reflink, copy); nothing is
+    /// downloaded.
+    fn blob_linked(&self, digest: &Digest, size: u64, _how: &str) {
+        self.blob_skipped(digest, size)
+    }
     /// Something the user should know that does not stop the command (a mirror dropped).
     fn warning(&self, _message: &str) {}
     /// A transient failure; the operation will be tried again after `delay`.

@@ -88,6 +88,7 @@ pub enum Command {
     #[command(after_help = examples!(
         "imagec gc --dry-run",
         "imagec gc --dest ./store --json",
+        "imagec gc --cache-dir /var/cache/imagec --keep-days 14",
     ))]
     Gc(GcArgs),
 }
@@ -109,6 +110,13 @@ pub struct GcArgs {
     /// Collect even when an entry cannot be fully read (everything it reaches is kept)
     #[arg(long)]
     pub force: bool,
+    /// Collect this blob cache instead of a store: blobs no store hardlinks that were not used
+    /// for --keep-days, and stale partial downloads (IMAGEC_CACHE_DIR is not read here)
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// With --cache-dir: keep blobs used in the last N days
+    #[arg(long, value_name = "N", default_value_t = 7, requires = "cache_dir")]
+    pub keep_days: u32,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -238,6 +246,10 @@ pub struct ImageArgs {
     /// Platform to take from a multi-platform image: os/arch[/variant], or `all` (pull only) [default: the host's]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// A blob cache shared by many stores: configs and layers are downloaded into it once and
+    /// linked into the store (hardlink, else reflink, else copy) [pull, unpack, save, layers --files]
+    #[arg(long, env = "IMAGEC_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

@@ -474,6 +474,11 @@ impl Reporter for BarReporter {
             self.finish(digest, "already exists".to_string(), size);
         }
     }
+    fn blob_linked(&self, digest: &Digest, size: u64, how: &str) {
+        if !self.is_frozen() {
+            self.finish(digest, format!("from the cache ({how})"), size);
+        }
+    }
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         if !self.is_frozen() {
             self.line(&retry_line(what, attempt, delay, error));

@@ -18,7 +18,9 @@ use crate::platform::PlatformChoice;
 use crate::pull::resolve::resolve;
 use crate::pull::{pull, PullOptions};
 use crate::registry::Registry;
+use crate::store::cache::Cache;
 use crate::store::Store;
+use std::sync::Arc;
 
 pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     let refs = parse_references(&a.references)?;
@@ -39,6 +41,7 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
         jobs: a.jobs as usize,
         chunk_size: a.chunk_size,
         format: format_of(a.format),
+        cache: None,
         cancel: crate::cancel::Cancel::new(),
     };
     interrupt::install(opts.cancel.clone(), on_interrupt);
@@ -65,6 +68,11 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
         }
     }
     if !ok.is_empty() {
+        let (cache, _cache_active) = open_cache(&image)?;
+        let opts = PullOptions {
+            cache,
+            ..opts.clone()
+        };
         let store = with_context(Store::create(&image.dest), || {
             format!("opening store {}", image.dest.display())
         })?;
@@ -181,6 +189,29 @@ impl PullOutput {
 
 /// `pull --dry-run`: resolve every reference (reading, never writing, the store), plan, and
 /// print the plan. Nothing is downloaded or created.
+/// The shared cache of a command that downloads (created if new), and its activity lock,
+/// held for the whole command so that the cache's gc waits for it. A cache this user cannot
+/// write is used read-only, with a warning.
+fn open_cache(
+    image: &ImageSettings,
+) -> Result<(Option<Arc<Cache>>, Option<std::fs::File>), Failure> {
+    let Some(dir) = &image.cache_dir else {
+        return Ok((None, None));
+    };
+    let context = || format!("opening cache {}", dir.display());
+    let cache = with_context(Cache::open(dir), context)?;
+    if !cache.writable() {
+        let _ = writeln!(
+            io::stderr(),
+            "imagec: warning: the cache {} is not writable by this user: blobs it holds are linked from it, the others are downloaded into {} alone",
+            dir.display(),
+            image.dest.display()
+        );
+    }
+    let lock = with_context(cache.activity_lock(false), context)?;
+    Ok((Some(Arc::new(cache)), lock))
+}
+
 fn dry_run(
     settings: &Settings,
     image: &ImageSettings,
@@ -205,10 +236,18 @@ fn dry_run(
             }
         }
     }
-    let plan = crate::pull::plan::Plan::build(
+    let mut plan = crate::pull::plan::Plan::build(
         store.as_ref(),
         &resolved.iter().map(Option::as_ref).collect::<Vec<_>>(),
     );
+    // A dry run makes nothing: a cache that is not there yet holds nothing.
+    let cache_dir = image.cache_dir.as_ref();
+    if let Some(dir) = cache_dir.filter(|d| d.join(crate::store::cache::MARKER).exists()) {
+        let cache = with_context(Cache::open(dir), || {
+            format!("opening cache {}", dir.display())
+        })?;
+        plan.mark_cached(&cache);
+    }
     let text = match settings.output {
         OutputMode::Json => output::json_pretty(&output::plan_doc(&plan, &resolved)),
         OutputMode::Quiet | OutputMode::Human => output::plan_table(&plan),
@@ -287,7 +326,7 @@ struct Pulled {
     store: Store,
     images: Vec<(crate::pull::resolve::Resolved, crate::pull::PullReport)>,
     cancel: crate::cancel::Cancel,
-    _active: std::fs::File,
+    _active: (std::fs::File, Option<std::fs::File>),
 }
 
 impl Pulled {
@@ -336,6 +375,7 @@ fn pull_images(
         jobs: 4,
         chunk_size: crate::pull::chunks::DEFAULT_CHUNK_SIZE,
         format: crate::pull::Format::Oci,
+        cache: None,
         cancel: crate::cancel::Cancel::new(),
     };
     interrupt::install(opts.cancel.clone(), on_interrupt);
@@ -348,6 +388,8 @@ fn pull_images(
         resolved.push((r, res));
     }
     drop(existing);
+    let (cache, cache_active) = open_cache(&image)?;
+    let opts = PullOptions { cache, ..opts };
     let store = with_context(Store::create(&image.dest), || {
         format!("opening store {}", image.dest.display())
     })?;
@@ -376,7 +418,7 @@ fn pull_images(
         store,
         images,
         cancel: opts.cancel,
-        _active: active,
+        _active: (active, cache_active),
     })
 }
 
@@ -702,16 +744,32 @@ pub(super) fn cmd_rm(a: RmArgs) -> Result<u8, Failure> {
 
 pub(super) fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
     // No store is nothing to collect, as it is nothing to list for `images`.
-    let store = with_context(Store::open(&a.store.dest), || {
-        format!("opening store {}", a.store.dest.display())
-    })?;
-    let report = match &store {
-        Some(store) => with_context(crate::store::gc::gc(store, a.dry_run, a.force), || {
-            format!("collecting store {}", a.store.dest.display())
+    let store = match &a.cache_dir {
+        Some(_) => None,
+        None => with_context(Store::open(&a.store.dest), || {
+            format!("opening store {}", a.store.dest.display())
         })?,
-        None => crate::store::gc::GcReport {
+    };
+    let report = match (&a.cache_dir, &store) {
+        // The cache alone; no cache is nothing to collect either (and none is made).
+        (Some(dir), _) if !dir.exists() => crate::store::gc::GcReport {
             dry_run: a.dry_run,
             ..Default::default()
+        },
+        (Some(dir), _) => {
+            let context = || format!("collecting cache {}", dir.display());
+            let cache = with_context(Cache::open(dir), context)?;
+            let keep = std::time::Duration::from_secs(u64::from(a.keep_days) * 86400);
+            with_context(cache.gc(keep, a.dry_run), context)?
+        }
+        (None, store) => match store {
+            Some(store) => with_context(crate::store::gc::gc(store, a.dry_run, a.force), || {
+                format!("collecting store {}", a.store.dest.display())
+            })?,
+            None => crate::store::gc::GcReport {
+                dry_run: a.dry_run,
+                ..Default::default()
+            },
         },
     };
     for w in &report.warnings {

@@ -167,6 +167,9 @@ impl Reporter for PlainReporter {
     fn blob_skipped(&self, digest: &Digest, _size: u64) {
         eprint_line(&format!("{}: already exists", digest.short()));
     }
+    fn blob_linked(&self, digest: &Digest, _size: u64, how: &str) {
+        eprint_line(&format!("{}: from the cache ({how})", digest.short()));
+    }
     fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         eprint_line(&retry_line(what, attempt, delay, error));
     }

@@ -31,8 +31,12 @@ pub fn json_pretty<T: Serialize>(v: &T) -> String {
 /// The human line `pull` writes to stderr when a reference is done.
 pub fn pull_summary(r: &PullReport) -> String {
     let cached = r.layers.iter().filter(|l| l.cached).count();
+    let from_cache = match r.layers.iter().filter(|l| l.from_cache.is_some()).count() {
+        0 => String::new(),
+        n => format!(", {n} from the cache"),
+    };
     format!(
-        "Pulled {} ({}, {} already present; {} downloaded in {:.1} s)",
+        "Pulled {} ({}, {} already present{from_cache}; {} downloaded in {:.1} s)",
         r.reference,
         crate::cli::progress::plural(r.layers.len(), "layer"),
         cached,
@@ -77,14 +81,19 @@ pub fn plan_table(plan: &Plan) -> String {
             b.source.to_string(),
         ]);
     }
-    let present = plan.blobs.len() - plan.missing().count();
+    let present = plan.blobs.iter().filter(|b| b.present).count();
+    let in_cache = plan.blobs.iter().filter(|b| b.in_cache).count();
     let mut out = if table.len() > 1 {
         align(&table)
     } else {
         String::new()
     };
+    let cached = match in_cache {
+        0 => String::new(),
+        n => format!(", {n} in the cache"),
+    };
     out.push_str(&format!(
-        "would download {} blobs, {} ({} already in the store)\n",
+        "would download {} blobs, {} ({} already in the store{cached})\n",
         plan.missing().count(),
         human_size(plan.download_bytes()),
         present

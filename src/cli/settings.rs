@@ -93,6 +93,8 @@ pub const TAGS_PAGE: usize = 1000;
 pub struct ImageSettings {
     pub dest: PathBuf,
     pub platform: PlatformChoice,
+    /// `--cache-dir` / `IMAGEC_CACHE_DIR` (an empty value: none).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -224,6 +226,7 @@ impl ImageSettings {
     pub fn from_args(a: &ImageArgs) -> Result<ImageSettings, UsageError> {
         Ok(ImageSettings {
             dest: a.store.dest.clone(),
+            cache_dir: a.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
             platform: match &a.platform {
                 Some(p) => p.parse()?,
                 None => PlatformChoice::Host(Platform::host()),

@@ -24,6 +24,7 @@ use crate::pull::resolve::{resolve, Content, ResolveError, Resolved, ResolvedIma
 use crate::pull::transfer::{fetch_all, TransferError};
 use crate::reference::Reference;
 use crate::registry::Registry;
+use crate::store::cache::{Cache, Linked};
 use crate::store::{Store, StoreError, REF_NAME, SOURCE_DIGEST, SOURCE_MEDIA_TYPE};
 
 /// How manifests are stored (SPEC: `--format`).
@@ -43,6 +44,8 @@ pub struct PullOptions {
     /// never).
     pub chunk_size: u64,
     pub format: Format,
+    /// The shared blob cache (`--cache-dir`): configs and layers go through it.
+    pub cache: Option<Arc<Cache>>,
     /// Set by the command layer on Ctrl-C: transfers stop at their next chunk.
     pub cancel: crate::cancel::Cancel,
 }
@@ -69,6 +72,8 @@ pub struct LayerReport {
     pub size: u64,
     pub media_type: String,
     pub cached: bool,
+    /// How it came from the shared cache (`hardlink`, `reflink`, `copy`), when it did.
+    pub from_cache: Option<Linked>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,21 +122,30 @@ pub fn pull(
     opts: &PullOptions,
     start: Instant,
 ) -> Vec<(Reference, Result<PullReport, PullError>)> {
-    let plan = Plan::build(
+    let mut plan = Plan::build(
         Some(store),
         &resolved
             .iter()
             .map(|(_, r)| r.as_ref().ok())
             .collect::<Vec<_>>(),
     );
+    let cache = opts.cache.as_deref();
+    if let Some(cache) = cache {
+        plan.mark_cached(cache);
+    }
     let fetched = fetch_all(
         registry,
         store,
         &plan,
         opts.jobs,
         opts.chunk_size,
+        cache,
         &opts.cancel,
     );
+    let linked: HashMap<Digest, Linked> = fetched
+        .iter()
+        .filter_map(|f| Some((f.digest.clone(), f.linked?)))
+        .collect();
     let outcome: HashMap<Digest, Outcome> = fetched
         .into_iter()
         .map(|f| (f.digest, (f.bytes_received, f.result.map_err(Arc::new))))
@@ -165,7 +179,9 @@ pub fn pull(
                     .map(|(_, (n, _))| *n)
                     .sum();
                 let stored = store_reference(store, &res, opts, &diff_ids)?;
-                Ok(report(store, &res, stored, &plan, opts, bytes, start))
+                Ok(report(
+                    store, &res, stored, &plan, &linked, opts, bytes, start,
+                ))
             });
             (r, result)
         })
@@ -337,11 +353,13 @@ fn plain_descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     store: &Store,
     res: &Resolved,
     stored: Stored,
     plan: &Plan,
+    linked: &HashMap<Digest, Linked>,
     opts: &PullOptions,
     bytes_downloaded: u64,
     start: Instant,
@@ -372,6 +390,7 @@ fn report(
             size: l.size,
             media_type: l.media_type.clone(),
             cached: plan.is_present(&l.digest),
+            from_cache: linked.get(&l.digest).copied(),
         })
         .collect();
     PullReport {

@@ -12,6 +12,7 @@ use super::resolve::{Content, Resolved};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::reference::Reference;
+use crate::store::cache::Cache;
 use crate::store::Store;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,6 +28,8 @@ pub struct PlannedBlob {
     pub wanted_by: Vec<usize>,
     /// Already in the store: nothing to download.
     pub present: bool,
+    /// Not in the store but in the shared cache: linked from there, nothing to download.
+    pub in_cache: bool,
     /// Its diff_id must be computed (from the stream, or from the stored file).
     #[serde(skip)]
     pub diff_id: bool,
@@ -102,6 +105,7 @@ impl Plan {
                                 source: res.reference.clone(),
                                 wanted_by: vec![i],
                                 present: store.is_some_and(|s| s.has_blob(&d.digest, d.size)),
+                                in_cache: false,
                                 diff_id: schema1,
                             });
                         }
@@ -127,9 +131,16 @@ impl Plan {
         image.layers.iter().filter_map(|d| self.blob(d))
     }
 
+    /// Note the blobs the store lacks that the shared cache holds.
+    pub fn mark_cached(&mut self, cache: &Cache) {
+        for b in self.blobs.iter_mut().filter(|b| !b.present) {
+            b.in_cache = cache.has_blob(&b.digest, b.size);
+        }
+    }
+
     /// The blobs to download.
     pub fn missing(&self) -> impl Iterator<Item = &PlannedBlob> {
-        self.blobs.iter().filter(|b| !b.present)
+        self.blobs.iter().filter(|b| !b.present && !b.in_cache)
     }
 
     /// Bytes to download in all.

@@ -14,6 +14,7 @@ use crate::layer::diffid;
 use crate::manifest::Descriptor;
 use crate::reference::Reference;
 use crate::registry::{ClientError, Registry, RegistryError};
+use crate::store::cache::{Cache, Linked};
 use crate::store::ingest::{Begin, Ingest, IngestError};
 use crate::store::{Store, StoreError};
 
@@ -28,6 +29,11 @@ pub enum TransferError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error("blob {digest} is not in the cache at {path} after its download (removed by another process?)")]
+    NotInCache {
+        digest: Digest,
+        path: std::path::PathBuf,
+    },
     #[error("interrupted while downloading {digest}; what arrived is kept for the next pull")]
     Interrupted { digest: Digest },
     #[error("layer {digest} is not a valid gzip stream: {source}")]
@@ -70,6 +76,8 @@ impl crate::registry::retry::Retryable for TransferError {
 pub struct Fetched {
     pub digest: Digest,
     pub bytes_received: u64,
+    /// How it came from the shared cache into the store, when it did (nothing downloaded).
+    pub linked: Option<Linked>,
     pub result: Result<Option<(Digest, bool)>, TransferError>,
 }
 
@@ -82,6 +90,7 @@ pub fn fetch_all(
     plan: &Plan,
     parallel: usize,
     chunk_size: u64,
+    cache: Option<&Cache>,
     cancel: &Cancel,
 ) -> Vec<Fetched> {
     registry.reporter().transfer_planned(
@@ -95,7 +104,7 @@ pub fn fetch_all(
             budget,
             cancel,
         };
-        fetch_one(registry, store, b, &how)
+        fetch_one(registry, store, cache, b, &how)
     });
     registry.reporter().transfer_finished();
     fetched
@@ -108,62 +117,130 @@ struct How<'a> {
     cancel: &'a Cancel,
 }
 
-fn fetch_one(registry: &Registry, store: &Store, job: &PlannedBlob, how: &How<'_>) -> Fetched {
+fn fetch_one(
+    registry: &Registry,
+    store: &Store,
+    cache: Option<&Cache>,
+    job: &PlannedBlob,
+    how: &How<'_>,
+) -> Fetched {
     let d = &job.descriptor();
     let reporter = registry.reporter();
-    let fetched = |bytes_received, result| Fetched {
+    let fetched = |bytes_received, linked, result| Fetched {
         digest: d.digest.clone(),
         bytes_received,
+        linked,
         result,
     };
-    if !store.has_blob(&d.digest, d.size) {
-        // Another process may be fetching this blob into the same store: `begin_ingest` waits
-        // for it, then finds the blob in place rather than fetch it a second time.
-        match store.begin_ingest(&d.digest, d.size, job.diff_id) {
-            Err(e) => return fetched(0, Err(e.into())),
-            Ok(Begin::Present) => {}
-            Ok(Begin::Ingest(ingest)) => {
-                let mut received = 0;
-                let mut served_by = Vec::new();
-                let mut attempt_start = 0;
-                let mut result =
-                    fetch_into(registry, job, *ingest, how, &mut received, &mut served_by);
-                // Mirrors that served other bytes are passed over: the blob comes again from
-                // the next source (the partial was discarded by the failed check). A blob
-                // begun at a mirror and finished elsewhere after a resume counts as the
-                // mirror's: the registry's own bytes are what the retry then fetches.
-                while let Err(e) = &result {
-                    if served_by.is_empty() || !is_bad_bytes(e) {
-                        break;
-                    }
-                    for mirror in served_by.drain(..) {
-                        registry.distrust(&mirror, &d.digest);
-                    }
-                    // Whatever of it is kept came from that mirror.
-                    store.discard_partial(&d.digest);
-                    reporter.blob_rejected(&d.digest, received - attempt_start);
-                    attempt_start = received;
-                    result = match store.begin_ingest(&d.digest, d.size, job.diff_id) {
-                        Err(e) => Err(e.into()),
-                        Ok(Begin::Present) => break,
-                        Ok(Begin::Ingest(ingest)) => {
-                            fetch_into(registry, job, *ingest, how, &mut received, &mut served_by)
-                        }
-                    };
-                }
-                if result.is_ok() {
-                    reporter.blob_done(&d.digest, d.size);
-                }
-                return fetched(received, result);
+    if store.has_blob(&d.digest, d.size) {
+        reporter.blob_skipped(&d.digest, d.size);
+        return fetched(0, None, diff_id_of(store, job));
+    }
+    // Through a cache: linked from it when it holds the blob, else downloaded into it (under
+    // its lock: another process fetching the same blob into it is waited for) and linked.
+    let target = match cache {
+        Some(cache) => match cache.link_into(store, &d.digest, d.size) {
+            Err(e) => return fetched(0, None, Err(e.into())),
+            Ok(Some(linked)) => {
+                reporter.blob_linked(&d.digest, d.size, linked.as_str());
+                return fetched(0, Some(linked), diff_id_of(store, job));
             }
+            Ok(None) if cache.writable() => cache.store(),
+            Ok(None) => store,
+        },
+        None => store,
+    };
+    // Another process may be fetching this blob into the same place: `begin_ingest` waits
+    // for it, then finds the blob in place rather than fetch it a second time.
+    let downloaded = match ingest(registry, target, job, how) {
+        Err(e) => return fetched(0, None, Err(e.into())),
+        Ok(None) => None,
+        Ok(Some((received, Err(e)))) => return fetched(received, None, Err(e)),
+        Ok(Some((received, Ok(diff_id)))) => Some((received, diff_id)),
+    };
+    let mut linked = None;
+    if let Some(cache) = cache.filter(|_| !std::ptr::eq(target, store)) {
+        let received = downloaded.as_ref().map_or(0, |(n, _)| *n);
+        linked = match cache.link_into(store, &d.digest, d.size) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                let path = cache.blob_path(&d.digest);
+                let e = TransferError::NotInCache {
+                    digest: d.digest.clone(),
+                    path,
+                };
+                return fetched(received, None, Err(e));
+            }
+            Err(e) => return fetched(received, None, Err(e.into())),
+        };
+    }
+    match downloaded {
+        Some((received, diff_id)) => fetched(received, None, Ok(diff_id)),
+        None => {
+            match linked {
+                // Fetched into the cache by another process while this one waited.
+                Some(l) => reporter.blob_linked(&d.digest, d.size, l.as_str()),
+                None => reporter.blob_skipped(&d.digest, d.size),
+            }
+            fetched(0, linked, diff_id_of(store, job))
         }
     }
-    reporter.blob_skipped(&d.digest, d.size);
-    let result = match job.diff_id {
+}
+
+/// The diff_id a stored blob's job asks for (none when it asks for none).
+fn diff_id_of(store: &Store, job: &PlannedBlob) -> Result<Option<(Digest, bool)>, TransferError> {
+    match job.diff_id {
         false => Ok(None),
-        true => stored_diff_id(store, &d.digest).map(Some),
+        true => stored_diff_id(store, &job.digest).map(Some),
+    }
+}
+
+/// Download one blob into `target` (a store or the cache) and commit it there. `None` when it
+/// was there once its lock was held (another process fetched it); else the bytes received
+/// and the outcome.
+#[allow(clippy::type_complexity)]
+fn ingest(
+    registry: &Registry,
+    target: &Store,
+    job: &PlannedBlob,
+    how: &How<'_>,
+) -> Result<Option<(u64, Result<Option<(Digest, bool)>, TransferError>)>, StoreError> {
+    let d = &job.descriptor();
+    let reporter = registry.reporter();
+    let Begin::Ingest(ingest) = target.begin_ingest(&d.digest, d.size, job.diff_id)? else {
+        return Ok(None);
     };
-    fetched(0, result)
+    let mut received = 0;
+    let mut served_by = Vec::new();
+    let mut attempt_start = 0;
+    let mut result = fetch_into(registry, job, *ingest, how, &mut received, &mut served_by);
+    // Mirrors that served other bytes are passed over: the blob comes again from the next
+    // source (the partial was discarded by the failed check). A blob begun at a mirror and
+    // finished elsewhere after a resume counts as the mirror's: the registry's own bytes are
+    // what the retry then fetches.
+    while let Err(e) = &result {
+        if served_by.is_empty() || !is_bad_bytes(e) {
+            break;
+        }
+        for mirror in served_by.drain(..) {
+            registry.distrust(&mirror, &d.digest);
+        }
+        // Whatever of it is kept came from that mirror.
+        target.discard_partial(&d.digest);
+        reporter.blob_rejected(&d.digest, received - attempt_start);
+        attempt_start = received;
+        result = match target.begin_ingest(&d.digest, d.size, job.diff_id) {
+            Err(e) => Err(e.into()),
+            Ok(Begin::Present) => Ok(None),
+            Ok(Begin::Ingest(ingest)) => {
+                fetch_into(registry, job, *ingest, how, &mut received, &mut served_by)
+            }
+        };
+    }
+    if result.is_ok() {
+        reporter.blob_done(&d.digest, d.size);
+    }
+    Ok(Some((received, result)))
 }
 
 /// The diff_id of a layer already in the store: its record when there is one, else computed

@@ -15,6 +15,7 @@
 //! `locks` the locks, `diffids` the memoised layer diff_ids, `walk` the one walk from index
 //! entries to everything they reach, `gc` the collection built on it.
 
+pub mod cache;
 pub mod chunks;
 mod diffids;
 pub mod gc;
@@ -51,6 +52,12 @@ pub enum StoreError {
     BadIndex { path: PathBuf, reason: String },
     #[error("{path} is not an OCI image layout (no oci-layout file)")]
     NotALayout { path: PathBuf },
+    #[error("{path} is an imagec blob cache, not a store (use it with --cache-dir; collect it with imagec gc --cache-dir {path})")]
+    CacheNotLayout { path: PathBuf },
+    #[error("{path} is not an imagec blob cache: it is not empty and has no imagec-cache file (give an empty or new directory)")]
+    NotACache { path: PathBuf },
+    #[error("{path} is an OCI image layout, not a blob cache (give the cache its own directory)")]
+    LayoutNotCache { path: PathBuf },
 }
 
 pub(crate) fn io_err<'a>(
@@ -64,6 +71,7 @@ pub(crate) fn io_err<'a>(
     }
 }
 
+#[derive(Debug)]
 pub struct Store {
     root: PathBuf,
 }
@@ -71,6 +79,11 @@ pub struct Store {
 impl Store {
     /// Open `root` for writing, creating the layout if needed.
     pub fn create(root: &Path) -> Result<Store, StoreError> {
+        if root.join(cache::MARKER).exists() {
+            return Err(StoreError::CacheNotLayout {
+                path: root.to_path_buf(),
+            });
+        }
         let store = Store {
             root: root.to_path_buf(),
         };
@@ -99,6 +112,11 @@ impl Store {
     pub fn open(root: &Path) -> Result<Option<Store>, StoreError> {
         if !root.exists() {
             return Ok(None);
+        }
+        if root.join(cache::MARKER).exists() {
+            return Err(StoreError::CacheNotLayout {
+                path: root.to_path_buf(),
+            });
         }
         // Empty, or holding only what `create` makes before it writes `oci-layout`: another
         // imagec is creating this store right now (three pulls started at once into a new

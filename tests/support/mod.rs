@@ -19,6 +19,7 @@ pub mod faults;
 pub mod http_proxy;
 pub mod httpd;
 pub mod image;
+pub mod mount;
 pub mod pki;
 pub mod pty;
 pub mod push;
