@@ -220,3 +220,52 @@ fn killed_mid_chunks_then_rerun_fetches_only_the_missing_parts() {
         );
     }
 }
+
+/// A registry that redirects blob GETs to a CDN (another origin, as S3- or CDN-backed
+/// registries do): the redirect is followed for the first chunk only, the other chunks go to
+/// the CDN's URL directly; when the CDN refuses one (its signature expired), the registry is
+/// asked again and the new URL used from there.
+#[test]
+fn chunks_follow_a_cdn_redirect_once_per_blob() {
+    for (repo, seed, expires) in [("chunks/cdn", 9340, false), ("chunks/expired", 9350, true)] {
+        let img = pushed(repo, seed, 6 * MIB);
+        let big = &img.layers[0];
+        let path = format!("/blobs/{}", big.digest);
+        let cdn = FaultProxy::start(&world().plain().host()).unwrap();
+        let front = FaultProxy::start(&world().plain().host()).unwrap();
+        let location = format!("http://{}/v2/{repo}{path}", cdn.host());
+        front.serve(&path, 307, &[("Location", &location)], vec![]);
+        if expires {
+            // The third chunk request the CDN gets is refused.
+            cdn.fail_after(&path, 403, 2, 1);
+        }
+        let name = format!("{}/{repo}:1", front.host());
+        let dest = world().temp_dir().join("store");
+        // One connection: chunks in order, so the count of each kind is exact.
+        run(imagec()
+            .args(["pull", "-q", "--jobs", "1", "--chunk-size", "1M", "--dest"])
+            .arg(&dest)
+            .arg(&name))
+        .expect(0);
+        entry(&dest, &name);
+        assert_blobs_verified(&dest, &img);
+        let chunks = big.data.len().div_ceil(MIB);
+        let (redirects, at_cdn) = if expires {
+            (2, chunks + 1)
+        } else {
+            (1, chunks)
+        };
+        assert_eq!(front.requests("GET", &path), redirects, "{repo}");
+        assert_eq!(cdn.requests("GET", &path), at_cdn, "{repo}");
+        assert!(
+            cdn.ranges(&path).iter().all(Option::is_some),
+            "{repo}: every CDN request is a chunk"
+        );
+        // Each byte crossed once (the refusal's small error body aside).
+        let moved = cdn.body_bytes(&path) - big.data.len() as u64;
+        assert!(
+            moved < if expires { 200 } else { 1 },
+            "{repo}: {moved} bytes more"
+        );
+    }
+}

@@ -3,8 +3,12 @@
 //! bounded `Range`, taken only as an exact 206), and a blob's size from `HEAD`.
 
 use std::io::Read;
+use std::time::{Duration, Instant};
 
-use super::http::{header, Method};
+use ureq::http::Response;
+use ureq::Body;
+
+use super::http::{header, Method, RedirectedTo};
 use super::{ClientError, Registry, RegistryError, ServedBy, MAX_MANIFEST};
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::reference::Reference;
@@ -97,11 +101,49 @@ impl Registry {
     ) -> Result<Chunk, ClientError> {
         let path = format!("blobs/{digest}");
         let headers = [("Range", format!("bytes={start}-{}", end - 1))];
+        let exact = |resp: &Response<Body>| {
+            resp.status().as_u16() == 206
+                && parse_content_range(header(resp, "content-range").unwrap_or(""))
+                    == Some((start, end - 1, Some(size)))
+        };
+        // Where an earlier chunk of this blob was redirected (a CDN): straight there, while
+        // the signed URL is fresh. Any other answer than the exact chunk (an expired
+        // signature's 403, say) forgets it, and the registry is asked again.
+        if let Some(at) = self.blob_location(digest) {
+            let shown = super::http::loggable(&at.url);
+            match self.http.send(Method::Get, &at.url, &headers, None) {
+                Ok(resp) if exact(&resp) => {
+                    return Ok(Chunk::Bytes(
+                        Box::new(resp.into_body().into_reader()),
+                        at.served_by,
+                    ))
+                }
+                Ok(resp) => log::info!(
+                    "{shown} answered {} to a chunk of {digest}: asking the registry again",
+                    resp.status().as_u16()
+                ),
+                Err(e) => log::info!("{shown}: {e}: asking the registry again"),
+            }
+            self.forget_blob_location(digest);
+        }
         let (resp, served_by) =
             self.request(r, Method::Get, &path, &headers, "blob", Some(digest))?;
         let status = resp.status().as_u16();
         let range = header(&resp, "content-range").unwrap_or("");
-        if status == 206 && parse_content_range(range) == Some((start, end - 1, Some(size))) {
+        if exact(&resp) {
+            if let Some(RedirectedTo(url)) = resp.extensions().get::<RedirectedTo>() {
+                self.blob_locations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        digest.clone(),
+                        Location {
+                            url: url.clone(),
+                            since: Instant::now(),
+                            served_by: served_by.clone(),
+                        },
+                    );
+            }
             return Ok(Chunk::Bytes(
                 Box::new(resp.into_body().into_reader()),
                 served_by,
@@ -117,6 +159,25 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .insert(r.registry().to_string());
         Ok(Chunk::Refused)
+    }
+
+    /// The fresh redirect target of a blob's chunks, if one is known.
+    fn blob_location(&self, digest: &Digest) -> Option<Location> {
+        let locations = self
+            .blob_locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        locations
+            .get(digest)
+            .filter(|l| l.since.elapsed() < LOCATION_FRESH)
+            .cloned()
+    }
+
+    fn forget_blob_location(&self, digest: &Digest) {
+        self.blob_locations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
     }
 
     /// Whether blobs of `r`'s registry may be fetched in chunks (no answer refused one yet).
@@ -146,6 +207,19 @@ impl Registry {
 /// `bytes 100-199/200` -> 100.
 fn parse_content_range_start(v: &str) -> Option<u64> {
     parse_content_range(v).map(|(start, _, _)| start)
+}
+
+/// How long a blob's redirect target is used without asking the registry again. Signed URLs
+/// live longer (S3's presigned URLs from distribution: 20 minutes; Docker Hub's CDN about as
+/// long); a target that stops answering sooner is forgotten on its first refusal anyway.
+const LOCATION_FRESH: Duration = Duration::from_secs(300);
+
+/// Where a blob's chunk requests were redirected to, when, and who redirected them.
+#[derive(Debug, Clone)]
+pub struct Location {
+    url: String,
+    since: Instant,
+    served_by: ServedBy,
 }
 
 /// The answer to a chunk request.

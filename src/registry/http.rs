@@ -355,6 +355,10 @@ impl Http {
             );
             self.refused_by_proxy(&resp, &current, method.as_str(), &shown)?;
             if !is_redirect(status) {
+                let mut resp = resp;
+                if current != url {
+                    resp.extensions_mut().insert(RedirectedTo(current));
+                }
                 return Ok(resp);
             }
             let location = resp
@@ -376,6 +380,10 @@ impl Http {
         })
     }
 }
+
+/// On a response that came after redirects: the URL that answered (a CDN's signed URL).
+#[derive(Debug, Clone)]
+pub struct RedirectedTo(pub String);
 
 impl Http {
     /// A 407 answered by a proxy that had the request in absolute form (plain HTTP): the

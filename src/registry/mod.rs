@@ -78,6 +78,9 @@ pub struct Registry {
     lying_mirrors: Mutex<HashSet<(String, Digest)>>,
     /// Registries that answered a chunk request with something other than that exact 206.
     no_chunks: Mutex<HashSet<String>>,
+    /// Where a blob's chunk request was redirected to (a CDN's signed URL), so that its other
+    /// chunks go there directly while the URL is fresh.
+    blob_locations: Mutex<HashMap<Digest, blobs::Location>>,
 }
 
 /// Which host served an answer: a mirror's configured name, or None for the registry.
@@ -110,6 +113,7 @@ impl Registry {
             failed_probes: Mutex::new(HashMap::new()),
             lying_mirrors: Mutex::new(HashSet::new()),
             no_chunks: Mutex::new(HashSet::new()),
+            blob_locations: Mutex::new(HashMap::new()),
         })
     }
 

@@ -53,6 +53,8 @@ struct State {
 struct Fault {
     path_part: String,
     kind: Kind,
+    /// Matching requests to let through before it fires.
+    skip: u32,
     left: u32,
 }
 
@@ -145,6 +147,16 @@ impl FaultProxy {
             retry_after,
         };
         self.shared.arm(path_part, kind, times);
+    }
+
+    /// As [`FaultProxy::fail_first`], once `skip` matching requests have passed (a signed URL
+    /// that expires in the middle of a download).
+    pub fn fail_after(&self, path_part: &str, status: u16, skip: u32, times: u32) {
+        let kind = Kind::Status {
+            status,
+            retry_after: None,
+        };
+        self.shared.arm_after(path_part, kind, skip, times);
     }
 
     /// The next `times` requests with `Range` (a resume): answer `status` without contacting
@@ -295,9 +307,14 @@ impl Shared {
     }
 
     fn arm(&self, path_part: &str, kind: Kind, times: u32) {
+        self.arm_after(path_part, kind, 0, times);
+    }
+
+    fn arm_after(&self, path_part: &str, kind: Kind, skip: u32, times: u32) {
         self.state().faults.push(Fault {
             path_part: path_part.to_string(),
             kind,
+            skip,
             left: times,
         });
     }
@@ -309,6 +326,10 @@ impl Shared {
             .faults
             .iter_mut()
             .find(|f| f.left > 0 && path.contains(&f.path_part) && wanted(&f.kind))?;
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return None;
+        }
         fault.left -= 1;
         Some(fault.kind.clone())
     }
