@@ -3,7 +3,7 @@
 //! (distribution `docs/spec/auth/token.md`; SPEC: Registry protocol).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::challenge::{self, Challenge};
@@ -30,7 +30,9 @@ pub struct Endpoint {
     pub credentials: Option<Credentials>,
     /// Token per scope. The lock is held while a token is fetched so that parallel workers
     /// needing the same scope wait for one fetch instead of each making their own.
-    tokens: Mutex<HashMap<String, Token>>,
+    /// One token per scope, each behind its own lock: threads that need the same scope at
+    /// once wait for one fetch, and fetches for different scopes do not wait for each other.
+    tokens: Mutex<HashMap<String, Arc<Mutex<Option<Token>>>>>,
 }
 
 struct Token {
@@ -54,8 +56,15 @@ impl Endpoint {
         credentials: Option<Credentials>,
     ) -> Result<Endpoint, RegistryError> {
         let url = format!("{base}/v2/");
-        let resp = http.send(Method::Get, &url, &[], None)?;
+        let mut resp = http.send(Method::Get, &url, &[], None)?;
         let status = resp.status().as_u16();
+        // Read to its end (`{}`, or a short error), so that the connection goes back to the
+        // pool: dropped unread, it was closed, and the first manifest request paid for a new
+        // one (a round trip more on a distant registry).
+        let _ = std::io::copy(
+            &mut std::io::Read::take(resp.body_mut().as_reader(), 64 << 10),
+            &mut std::io::sink(),
+        );
         let scheme = match status {
             200..=299 => Scheme::Anonymous,
             401 => scheme_from(&challenges(&resp), host)?,
@@ -97,8 +106,15 @@ impl Endpoint {
                 .filter(|c| c.refresh_token().is_none())
                 .map(Credentials::basic_header)),
             Scheme::Bearer { realm, service } => {
-                let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(t) = tokens.get(scope) {
+                let cell = self
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(scope.to_string())
+                    .or_default()
+                    .clone();
+                let mut held = cell.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = held.as_ref() {
                     if Instant::now() + EXPIRY_MARGIN < t.expires {
                         return Ok(Some(bearer(&t.value)));
                     }
@@ -111,7 +127,7 @@ impl Endpoint {
                     self.credentials.as_ref(),
                 )?;
                 let value = bearer(&token.value);
-                tokens.insert(scope.to_string(), token);
+                *held = Some(token);
                 Ok(Some(value))
             }
         }
@@ -119,8 +135,13 @@ impl Endpoint {
 
     /// Forget the token for `scope` (the registry refused it: expired or revoked mid-pull).
     pub fn invalidate(&self, scope: &str) -> bool {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        tokens.remove(scope).is_some()
+        let cell = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            .cloned();
+        cell.is_some_and(|c| c.lock().unwrap_or_else(|e| e.into_inner()).take().is_some())
     }
 
     pub fn uses_tokens(&self) -> bool {

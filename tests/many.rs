@@ -1,0 +1,74 @@
+//! Many references in one pull (SPEC: Shared cache and speed): the references are resolved
+//! side by side (`--jobs` at a time), connections are reused across blobs, manifests and
+//! references, and one token is fetched per scope even when two references of one repository
+//! are resolved at the same moment.
+
+mod support;
+
+use support::http_proxy::HttpProxy;
+use support::*;
+
+#[test]
+fn many_images_in_one_pull_reuse_connections_and_fetch_one_token_per_scope() {
+    // 6 repositories with 2 tags each, sharing a base layer: 12 references, 13 layers.
+    let base = random_layer(9500, 50_000);
+    let plain = world().plain().host();
+    let mut refs = Vec::new();
+    let (host, map) = world().token().hidden_name();
+    for repo in 0..6u64 {
+        for tag in 0..2u64 {
+            let img = image(
+                Format::Docker,
+                "linux",
+                "amd64",
+                vec![base.clone(), random_layer(9501 + repo * 2 + tag, 20_000)],
+            );
+            push_image(
+                &plain,
+                &format!("public/many{repo}"),
+                &tag.to_string(),
+                &img,
+            );
+            refs.push(format!("{host}/public/many{repo}:{tag}"));
+        }
+    }
+    // The registry is reachable only through a kept-alive HTTP proxy, which counts the
+    // connections it is given (the token server, on loopback, is reached directly).
+    let proxy = HttpProxy::start(map, None).unwrap();
+    let url = format!("http://{}", proxy.host());
+    let dest = world().temp_dir().join("store");
+    let ts = world().token_server();
+    run(imagec()
+        .env("HTTP_PROXY", &url)
+        .env("HTTPS_PROXY", &url)
+        .env("NO_PROXY", "")
+        .env("no_proxy", "")
+        .args([
+            "pull",
+            "-q",
+            "--insecure-allow-http",
+            "--jobs",
+            "4",
+            "--dest",
+        ])
+        .arg(&dest)
+        .args(&refs))
+    .expect(0);
+    for r in &refs {
+        entry(&dest, r);
+    }
+    assert_store_consistent(&dest);
+    for repo in 0..6 {
+        let scope = format!("repository:public/many{repo}:");
+        assert_eq!(ts.requests_for_scope(&scope), 1, "{scope}");
+    }
+    // 12 manifests, 12 configs and 13 layers (and the /v2/ probe) over a few connections:
+    // at most 2 x --jobs + 4.
+    let forwarded = proxy.forwarded().len();
+    let connections = proxy.connections() - proxy.connects().len();
+    assert!(forwarded >= 37, "{forwarded} requests forwarded");
+    assert!(
+        connections <= 2 * 4 + 4,
+        "{connections} connections for {forwarded} requests"
+    );
+}
