@@ -1,7 +1,7 @@
 """Helpers for scripts/bench: image generation, push, log accounting, the fault proxy, and the
 summary tables. Each is a subcommand (`python3 scripts/bench.py NAME ARGS...`); importing the
 module runs nothing."""
-import gzip, hashlib, http.client, json, os, re, shutil, signal, socket, stat, statistics, struct
+import gzip, hashlib, http.client, io, json, os, random, re, shutil, signal, socket, stat, statistics, struct
 import subprocess, sys, tarfile, threading, time
 import urllib.parse
 
@@ -611,6 +611,191 @@ def ctl(base, what, **query):
     return data
 
 
+# --- many small images through a latency proxy (issue 12) ------------------------------------------
+def generate_many(count, out):
+    """`count` small images (about 0.5 MB each) that share a base layer, as a set of services
+    built on one base does: image-NN/ each in the layout `push` reads."""
+    count = int(count)
+    rng = random.Random(12)
+
+    def layer(files):
+        plain = io.BytesIO()
+        with tarfile.open(fileobj=plain, mode="w", format=tarfile.GNU_FORMAT) as t:
+            for name, data in files:
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
+                t.addfile(ti, io.BytesIO(data))
+        tar = plain.getvalue()
+        raw = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as gz:
+            gz.write(tar)
+        return raw.getvalue(), "sha256:" + hashlib.sha256(tar).hexdigest()
+
+    base = layer([(f"usr/lib/base/{i}.so", rng.randbytes(40_000)) for i in range(12)])
+    for n in range(count):
+        d = os.path.join(out, f"image-{n:02d}")
+        os.makedirs(d, exist_ok=True)
+        layers = [base, layer([(f"app/lib{n}.so", rng.randbytes(60_000))]),
+                  layer([(f"app/main{n}", rng.randbytes(20_000)), ("etc/app.conf", f"name={n}\n".encode())])]
+        descs, diff_ids = [], []
+        for i, (data, diff_id) in enumerate(layers):
+            with open(os.path.join(d, f"layer-{i}.tar.gz"), "wb") as f:
+                f.write(data)
+            descs.append({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(data),
+                          "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "file": f"layer-{i}.tar.gz"})
+            diff_ids.append(diff_id)
+        config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": [f"/app/main{n}"]},
+                  "rootfs": {"type": "layers", "diff_ids": diff_ids}, "created": "1970-01-01T00:00:00Z"}
+        cb = json.dumps(config, sort_keys=True).encode()
+        with open(os.path.join(d, "config.json"), "wb") as f:
+            f.write(cb)
+        m = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(cb),
+                        "digest": "sha256:" + hashlib.sha256(cb).hexdigest()},
+             "layers": [{k: x[k] for k in ("mediaType", "size", "digest")} for x in descs]}
+        mb = json.dumps(m, indent=3).encode()
+        with open(os.path.join(d, "manifest.json"), "wb") as f:
+            f.write(mb)
+        with open(os.path.join(d, "image.json"), "w") as f:
+            json.dump({"layers": descs, "config": m["config"], "total": sum(x["size"] for x in descs),
+                       "manifest_digest": "sha256:" + hashlib.sha256(mb).hexdigest()}, f)
+    with open(os.path.join(out, "done"), "w") as f:
+        f.write(str(count))
+
+
+class LatencyProxy:
+    """HTTP/1.1 with keep-alive, one upstream connection per client connection, `delay` seconds
+    added to each new connection (its handshake) and to each request (its round trip). Counts
+    client connections and requests; GET /_latency/stats and /_latency/clear answer itself.
+    A TLS hello is answered as Go's HTTP server does (400), so a client probing HTTPS first
+    gets its answer at once."""
+
+    def __init__(self, upstream, delay):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.stats = {"connections": 0, "requests": 0}
+
+    def handle(self, c):
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cf, cw, u = c.makefile("rb", buffering=1 << 20), c.makefile("wb", buffering=1 << 20), None
+        try:
+            if cf.peek(1)[:1] == b"\x16":
+                cw.write(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                cw.flush()
+                return
+            counted = False  # a connection counts from its first request that is not a control one
+            while True:
+                head = read_lines(cf)
+                if not head:
+                    return
+                method, target = head[0].split()[:2]
+                if target.startswith("/_latency/"):
+                    if target == "/_latency/clear":
+                        with self.lock:
+                            self.stats = {"connections": 0, "requests": 0}
+                    body = json.dumps(self.stats).encode()
+                    cw.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body)
+                    cw.flush()
+                    continue
+                with self.lock:
+                    self.stats["connections"] += not counted
+                    self.stats["requests"] += 1
+                counted = True
+                if u is None:
+                    time.sleep(self.delay)  # the handshake's round trip
+                    u = socket.create_connection(self.upstream)
+                    u.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    uf, uw = u.makefile("rb", buffering=1 << 20), u.makefile("wb", buffering=1 << 20)
+                time.sleep(self.delay)  # the request's round trip
+                n = int(header(head, "content-length") or 0)
+                uw.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (cf.read(n) if n else b""))
+                uw.flush()
+                resp = read_lines(uf)
+                if not resp:
+                    return
+                status = int(resp[0].split()[1])
+                cw.write(("\r\n".join(resp) + "\r\n\r\n").encode("latin-1"))
+                if method != "HEAD" and status not in (204, 304):
+                    relay_body(resp, uf, cw)
+                cw.flush()
+                if "close" in ((header(resp, "connection") or "") + (header(head, "connection") or "")).lower():
+                    return
+        except (OSError, ValueError):
+            return
+        finally:
+            c.close()
+            if u:
+                u.close()
+
+
+def read_lines(f):
+    """An HTTP head from a buffered file, as its lines (None at the end of the stream)."""
+    lines = []
+    while True:
+        line = f.readline(1 << 16)
+        if not line:
+            return None
+        if line in (b"\r\n", b"\n"):
+            return lines
+        lines.append(line.decode("latin-1").rstrip("\r\n"))
+
+
+def relay_body(resp, src, dst):
+    """Copy one response body: chunked, by Content-Length, or to the end of the stream."""
+    if "chunked" in (header(resp, "transfer-encoding") or "").lower():
+        while True:
+            line = src.readline(1 << 16)
+            dst.write(line)
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while True:
+                    t = src.readline(1 << 16)
+                    dst.write(t)
+                    if t in (b"\r\n", b"\n", b""):
+                        return
+            left = size + 2
+            while left:
+                b = src.read1(min(left, 1 << 20))
+                if not b:
+                    return
+                dst.write(b)
+                left -= len(b)
+    n = header(resp, "content-length")
+    left = int(n) if n is not None else None
+    while left is None or left > 0:
+        b = src.read1(1 << 16 if left is None else min(left, 1 << 20))
+        if not b:
+            return
+        dst.write(b)
+        if left is not None:
+            left -= len(b)
+
+
+def latency_proxy(upstream, delay_ms, portfile):
+    p = LatencyProxy(upstream, int(delay_ms) / 1000)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(256)
+    with open(portfile + ".tmp", "w") as f:
+        f.write(str(s.getsockname()[1]))
+    os.replace(portfile + ".tmp", portfile)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=p.handle, args=(c,), daemon=True).start()
+
+
+def latency_ctl(base, what):
+    c = conn(base)
+    c.request("GET", f"/_latency/{what}")
+    data = json.loads(c.getresponse().read())
+    c.close()
+    return data
+
+
 def dir_bytes(path):
     total = 0
     for root, _, files in os.walk(path):
@@ -972,6 +1157,41 @@ def summary(results, machine):
                        f"{max(r['rss'] for r in ok):.1f} |")
         out.append("\nWalls from a Python timer around each run (the store removed before each, untimed); "
                    "bytes served and requests from the registry's access log, one row per measured run.")
+    lrows = [r for r in rows if r["kind"] == "latency"]
+    if lrows:
+        work = os.path.dirname(results)
+        conns = {}
+        lstats = os.path.join(work, "latency-stats")
+        if os.path.exists(lstats):
+            for line in open(lstats):
+                tool, _, js = line.rstrip("\n").split("\t")
+                conns.setdefault(tool, []).append(json.loads(js))
+        delay = lrows[0]["image"]
+        out.append(f"\n## Many images, high latency (a proxy adding {delay.lstrip('+')} to each connection "
+                   f"and each request)\n")
+        out.append("| tool | runs | failed | wall s (each run) | median wall s | skopeo / imagec | "
+                   "TCP connections (per run) | requests (per run) | max peak RSS MB |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        tools = []
+        for r in lrows:
+            if r["tool"] not in tools:
+                tools.append(r["tool"])
+
+        def wall(t):
+            ok = [r["wall"] for r in lrows if r["tool"] == t and r["exit"] == "0"]
+            return med(ok) if ok else None
+        for t in tools:
+            rs = [r for r in lrows if r["tool"] == t]
+            ok = [r for r in rs if r["exit"] == "0"] or rs
+            peer = t.replace("imagec", "skopeo").replace("images in one pull", "runs")
+            ratio = ""
+            if t.startswith("imagec") and wall(peer) and wall(t):
+                ratio = f"{wall(peer) / wall(t):.2f}x"
+            st = conns.get(t, [])
+            out.append(f"| {t} | {len(rs)} | {sum(r['exit'] != '0' for r in rs)} | "
+                       f"{', '.join('%.2f' % r['wall'] for r in rs)} | {med([r['wall'] for r in ok]):.2f} | "
+                       f"{ratio} | {', '.join(str(x['connections']) for x in st)} | "
+                       f"{', '.join(str(x['requests']) for x in st)} | {max(r['rss'] for r in ok):.1f} |")
     jrows = [r for r in rows if r["kind"] == "jobs"]
     if jrows:
         image = jrows[0]["image"]
@@ -1079,7 +1299,10 @@ if __name__ == "__main__":
      "parse-time": lambda: parse_time(*args), "describe": lambda: describe(*args),
      "summary": lambda: summary(*args), "make-schema1": lambda: make_schema1(*args),
      "check-schema1": lambda: check_schema1(*args), "inflate-ref": lambda: inflate_ref(*args),
-     "proxy": lambda: proxy(*args), "walls": lambda: walls(*args), "fault-run": lambda: fault_run(*args),
+     "proxy": lambda: proxy(*args), "walls": lambda: walls(*args),
+     "generate-many": lambda: generate_many(*args), "latency-proxy": lambda: latency_proxy(*args),
+     "latency-clear": lambda: latency_ctl(args[0], "clear"),
+     "latency-stats": lambda: print(json.dumps(latency_ctl(args[0], "stats"))), "fault-run": lambda: fault_run(*args),
      "ctl-clear": lambda: (ctl(args[0], "clear"), ctl_reset_peak(args[0])),
      "ctl-peak": lambda: print(f"{ctl(args[0], 'stats')['peak']} at once"),
      "fault-summary": lambda: print("\n".join(fault_summary(*args)))}[cmd]()
