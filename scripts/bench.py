@@ -1015,6 +1015,13 @@ def local_work_tables(rows):
     return out
 
 
+def blob_urls(base, repo, image_dir):
+    """The URL of every blob (config and layers) of a generated image, one per line."""
+    info = json.load(open(os.path.join(image_dir, "image.json")))
+    for d in [info["config"]] + info["layers"]:
+        print(f"{base}/v2/{repo}/blobs/{d['digest']}")
+
+
 def walls(n, prepare, *cmd):
     """Run `prepare` (a shell line, untimed) then CMD, n times; print each CMD's wall in ms.
     GNU time's 0.01 s steps cannot tell a 5 ms pull from a 9 ms one."""
@@ -1054,27 +1061,30 @@ def summary(results, machine):
     out.append("## Cold pulls (fresh destination each run)\n")
     out.append("| tool | image | runs | failed | median wall s | median CPU s (user+sys) | "
                "median peak RSS MB | max peak RSS MB | median MB served | wall imagec/skopeo | "
-               "CPU imagec/skopeo |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+               "CPU imagec/skopeo | wall imagec/floor |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     images = sorted({k[1] for k in keys}, key=lambda s: int(s.rstrip("MB")))
     for image in images:
-        for tool in ("imagec", "baseline", "skopeo"):
+        for tool in ("imagec", "baseline", "skopeo", "floor"):
             rs = sel((tool, image))
             if not rs:
                 continue
             ok = [r for r in rs if r["exit"] == "0"]
-            ratio_w = ratio_c = ""
+            ratio_w = ratio_c = ratio_f = ""
             sk = [r for r in sel(("skopeo", image)) if r["exit"] == "0"]
+            fl = [r for r in sel(("floor", image)) if r["exit"] == "0"]
             if tool == "imagec" and ok and sk:
                 ratio_w = f"{med([r['wall'] for r in ok]) / med([r['wall'] for r in sk]):.2f}"
                 ratio_c = f"{med([r['cpu'] for r in ok]) / med([r['cpu'] for r in sk]):.2f}"
+            if tool == "imagec" and ok and fl:
+                ratio_f = f"{med([r['wall'] for r in ok]) / med([r['wall'] for r in fl]):.2f}"
             if ok:
                 out.append(f"| {tool} | {image} | {len(rs)} | {len(rs) - len(ok)} | "
                            f"{med([r['wall'] for r in ok]):.2f} | {med([r['cpu'] for r in ok]):.2f} | "
                            f"{med([r['rss'] for r in ok]):.1f} | {max(r['rss'] for r in ok):.1f} | "
-                           f"{med([r['served'] for r in ok]):.1f} | {ratio_w} | {ratio_c} |")
+                           f"{med([r['served'] for r in ok]):.1f} | {ratio_w} | {ratio_c} | {ratio_f} |")
             else:
-                out.append(f"| {tool} | {image} | {len(rs)} | {len(rs)} | - | - | - | - | - | | |")
+                out.append(f"| {tool} | {image} | {len(rs)} | {len(rs)} | - | - | - | - | - | | | |")
     keys, sel = group("warm")
     if keys:
         out.append("\n## Warm re-pull with imagec (everything already in the store)\n")
@@ -1300,7 +1310,7 @@ if __name__ == "__main__":
      "summary": lambda: summary(*args), "make-schema1": lambda: make_schema1(*args),
      "check-schema1": lambda: check_schema1(*args), "inflate-ref": lambda: inflate_ref(*args),
      "proxy": lambda: proxy(*args), "walls": lambda: walls(*args),
-     "generate-many": lambda: generate_many(*args), "latency-proxy": lambda: latency_proxy(*args),
+     "blob-urls": lambda: blob_urls(*args), "generate-many": lambda: generate_many(*args), "latency-proxy": lambda: latency_proxy(*args),
      "latency-clear": lambda: latency_ctl(args[0], "clear"),
      "latency-stats": lambda: print(json.dumps(latency_ctl(args[0], "stats"))), "fault-run": lambda: fault_run(*args),
      "ctl-clear": lambda: (ctl(args[0], "clear"), ctl_reset_peak(args[0])),
