@@ -418,13 +418,21 @@ fn a_cache_is_never_made_in_a_directory_holding_something_else() {
         .arg(&store)
         .arg(&name))
     .expect(0);
-    let out = pull(&store, &store, &name).expect(1);
+    let out = pull(&store, &store, &name).expect(2);
+    assert!(out.stderr.contains("is the store itself"), "{}", out.stderr);
+    // Also when neither exists yet: nothing is made.
+    let new = dir.join("new");
+    pull(&new, &new, &name).expect(2);
+    assert!(!new.exists());
+    // A layout given as another store's cache is refused, and left as it was.
+    let out = pull(&store, &dir.join("store4"), &name).expect(1);
     assert!(
         out.stderr
             .contains("is an OCI image layout, not a blob cache"),
         "{}",
         out.stderr
     );
+    assert!(!store.join("imagec-cache").exists());
     let cache = dir.join("cache");
     pull(&cache, &dir.join("store3"), &name).expect(0);
     let out = run(imagec().args(["gc", "--dest"]).arg(&cache)).expect(1);
@@ -438,4 +446,56 @@ fn a_cache_is_never_made_in_a_directory_holding_something_else() {
         cached_blobs(&img).len(),
         "nothing collected"
     );
+}
+
+/// A cache shared by a group (its directories open to all) where one pull ran as root: the
+/// lock files root made are not the next user's to write. Found in review: that user's pull
+/// failed with "permission denied" on the lock. Such a blob now goes to the user's store alone.
+#[test]
+fn a_lock_another_user_made_sends_the_blob_to_the_store_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let img = pushed("cache/sudo-once", 9460, 200_000);
+    let name = format!("{}/cache/sudo-once:1", world().plain().host());
+    let dir = world().temp_dir();
+    for d in dir.ancestors().skip(1).take(2) {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cache = dir.join("cache");
+    // Root made the cache (a pull once run with sudo), every lock stripe included; an admin
+    // then opened its directories to everyone.
+    pushed("cache/sudo-root", 9465, 1000);
+    let root_name = format!("{}/cache/sudo-root:1", world().plain().host());
+    pull(&cache, &dir.join("root-store"), &root_name).expect(0);
+    let locks = cache.join(".imagec/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    for i in 0..4096 {
+        let f = locks.join(format!("{i:03x}"));
+        std::fs::write(&f, "").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    for d in [
+        "",
+        "blobs",
+        "blobs/sha256",
+        ".imagec",
+        ".imagec/tmp",
+        ".imagec/partial",
+        ".imagec/locks",
+    ] {
+        std::fs::set_permissions(cache.join(d), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let store = dir.join("nobody-store");
+    run(imagec_via(&AS_NOBODY)
+        .args(["pull", "-q", "--cache-dir"])
+        .arg(&cache)
+        .arg("--dest")
+        .arg(&store)
+        .arg(&name))
+    .expect(0);
+    entry(&store, &name);
+    assert_store_consistent(&store);
+    for blob in cached_blobs(&img) {
+        assert!(!blob_path(&cache, &blob.digest).exists());
+    }
 }

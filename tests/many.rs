@@ -72,3 +72,75 @@ fn many_images_in_one_pull_reuse_connections_and_fetch_one_token_per_scope() {
         "{connections} connections for {forwarded} requests"
     );
 }
+
+/// Regression: references were resolved one after the other, so on a distant registry 50 of
+/// them waited 50 round trips before the first blob moved. Here 12 tags of one image (2
+/// blobs) are resolved through a proxy that sends manifests slowly: more than 2 requests at
+/// once can only be manifests resolved side by side.
+#[test]
+fn references_are_resolved_side_by_side() {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(9520, 10_000)],
+    );
+    let plain = world().plain().host();
+    for tag in 0..12 {
+        push_image(&plain, "many/tags", &tag.to_string(), &img);
+    }
+    let proxy = support::faults::FaultProxy::start(&plain).unwrap();
+    // A manifest (about 500 bytes) takes a quarter of a second.
+    proxy.throttle("/manifests/", 2000);
+    let refs: Vec<String> = (0..12)
+        .map(|t| format!("{}/many/tags:{t}", proxy.host()))
+        .collect();
+    let dest = world().temp_dir().join("store");
+    run(imagec()
+        .args(["pull", "-q", "--jobs", "4", "--dest"])
+        .arg(&dest)
+        .args(&refs))
+    .expect(0);
+    assert_eq!(proxy.requests("GET", "/manifests/"), 12);
+    assert!(
+        proxy.peak_in_flight() >= 3,
+        "at most {} requests at once",
+        proxy.peak_in_flight()
+    );
+}
+
+/// Regression: the `/v2/` probe's answer was dropped unread, which closed its connection, so
+/// the first manifest request opened another. With one job, one connection carries the
+/// probe, the manifest and the blobs.
+#[test]
+fn one_job_pulls_over_one_connection() {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        vec![random_layer(9530, 30_000), random_layer(9531, 10_000)],
+    );
+    push_image(&world().plain().host(), "public/one-connection", "1", &img);
+    let (host, map) = world().token().hidden_name();
+    let proxy = HttpProxy::start(map, None).unwrap();
+    let url = format!("http://{}", proxy.host());
+    run(imagec()
+        .env("HTTP_PROXY", &url)
+        .env("HTTPS_PROXY", &url)
+        .env("NO_PROXY", "")
+        .env("no_proxy", "")
+        .args([
+            "pull",
+            "-q",
+            "--insecure-allow-http",
+            "--jobs",
+            "1",
+            "--dest",
+        ])
+        .arg(world().temp_dir().join("store"))
+        .arg(format!("{host}/public/one-connection:1")))
+    .expect(0);
+    // The probe (a 401), the manifest, the config and two layers.
+    assert_eq!(proxy.forwarded().len(), 5, "{:?}", proxy.forwarded());
+    assert_eq!(proxy.connections() - proxy.connects().len(), 1);
+}

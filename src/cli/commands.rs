@@ -102,10 +102,17 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
     }
     let code = out.code;
     if opts.cancel.is_cancelled() {
+        let kept = match &image.cache_dir {
+            Some(c) => format!(
+                "{} and {}",
+                c.join(".imagec/partial").display(),
+                image.dest.join(".imagec/partial").display()
+            ),
+            None => image.dest.join(".imagec/partial").display().to_string(),
+        };
         let _ = writeln!(
             io::stderr(),
-            "imagec: interrupted; what arrived is kept in {} and the next pull resumes it",
-            image.dest.join(".imagec/partial").display()
+            "imagec: interrupted; what arrived is kept in {kept} and the next pull resumes it"
         );
         return Ok(error::INTERRUPTED);
     }
@@ -751,11 +758,14 @@ pub(super) fn cmd_gc(a: GcArgs) -> Result<u8, Failure> {
         })?,
     };
     let report = match (&a.cache_dir, &store) {
-        // The cache alone; no cache is nothing to collect either (and none is made).
-        (Some(dir), _) if !dir.exists() => crate::store::gc::GcReport {
-            dry_run: a.dry_run,
-            ..Default::default()
-        },
+        // The cache alone; no cache (an absent or empty directory) is nothing to collect
+        // either, and none is made.
+        (Some(dir), _) if std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()) => {
+            crate::store::gc::GcReport {
+                dry_run: a.dry_run,
+                ..Default::default()
+            }
+        }
         (Some(dir), _) => {
             let context = || format!("collecting cache {}", dir.display());
             let cache = with_context(Cache::open(dir), context)?;

@@ -41,6 +41,8 @@ pub enum UsageError {
     NoCaCert(PathBuf),
     #[error("--cert-dir {0}: no such directory")]
     NoCertDir(PathBuf),
+    #[error("--cache-dir {0} is the store itself: give the cache its own directory")]
+    CacheIsDest(PathBuf),
     #[error("{0}")]
     Mirror(String),
     #[error("{0}")]
@@ -224,9 +226,21 @@ fn mirror_rules(
 
 impl ImageSettings {
     pub fn from_args(a: &ImageArgs) -> Result<ImageSettings, UsageError> {
+        let cache_dir = a.cache_dir.clone().filter(|d| !d.as_os_str().is_empty());
+        if let Some(c) = &cache_dir {
+            // The same directory by any spelling (`./images` and `images`, a symlink).
+            let real = |p: &std::path::Path| {
+                std::fs::canonicalize(p)
+                    .or_else(|_| std::path::absolute(p))
+                    .unwrap_or_else(|_| p.to_path_buf())
+            };
+            if real(c) == real(&a.store.dest) {
+                return Err(UsageError::CacheIsDest(c.clone()));
+            }
+        }
         Ok(ImageSettings {
             dest: a.store.dest.clone(),
-            cache_dir: a.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+            cache_dir,
             platform: match &a.platform {
                 Some(p) => p.parse()?,
                 None => PlatformChoice::Host(Platform::host()),

@@ -145,14 +145,29 @@ fn fetch_one(
                 reporter.blob_linked(&d.digest, d.size, linked.as_str());
                 return fetched(0, Some(linked), diff_id_of(store, job));
             }
-            Ok(None) if cache.writable() => cache.store(),
+            // A download the store began before the cache was used is resumed there.
+            Ok(None) if cache.writable() && store.partial_len(&d.digest).unwrap_or(0) == 0 => {
+                cache.store()
+            }
             Ok(None) => store,
         },
         None => store,
     };
     // Another process may be fetching this blob into the same place: `begin_ingest` waits
     // for it, then finds the blob in place rather than fetch it a second time.
-    let downloaded = match ingest(registry, target, job, how) {
+    let mut target = target;
+    let mut begun = ingest(registry, target, job, how);
+    if matches!(&begun, Err(e) if e.is_denied()) && !std::ptr::eq(target, store) {
+        // The cache's lock or partial for this blob is another user's (a pull once run
+        // with sudo): this blob goes to the store alone.
+        log::info!(
+            "the cache cannot take {}: downloading it into the store alone",
+            d.digest
+        );
+        target = store;
+        begun = ingest(registry, store, job, how);
+    }
+    let downloaded = match begun {
         Err(e) => return fetched(0, None, Err(e.into())),
         Ok(None) => None,
         Ok(Some((received, Err(e)))) => return fetched(received, None, Err(e)),

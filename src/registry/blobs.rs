@@ -173,7 +173,7 @@ impl Registry {
             .cloned()
     }
 
-    fn forget_blob_location(&self, digest: &Digest) {
+    pub(super) fn forget_blob_location(&self, digest: &Digest) {
         self.blob_locations
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -356,7 +356,9 @@ impl Http {
             self.refused_by_proxy(&resp, &current, method.as_str(), &shown)?;
             if !is_redirect(status) {
                 let mut resp = resp;
-                if current != url {
+                // Only another origin is a CDN's signed URL; a redirect within the registry's
+                // origin may want the credentials a direct request would not carry.
+                if origin_of(&current) != origin {
                     resp.extensions_mut().insert(RedirectedTo(current));
                 }
                 return Ok(resp);
@@ -381,7 +383,8 @@ impl Http {
     }
 }
 
-/// On a response that came after redirects: the URL that answered (a CDN's signed URL).
+/// On a response that came after redirects to another origin: the URL that answered (a
+/// CDN's signed URL).
 #[derive(Debug, Clone)]
 pub struct RedirectedTo(pub String);
 

@@ -66,7 +66,9 @@ pub enum ClientError {
 pub struct Registry {
     http: Http,
     settings: RegistrySettings,
-    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+    /// Each endpoint behind its own lock: threads that need one wait for its one probe, and a
+    /// probe of one (retrying an unreachable host) holds up no other.
+    endpoints: Mutex<HashMap<String, EndpointCell>>,
     reporter: Arc<dyn Reporter>,
     retry: RetryPolicy,
     /// Mirrors that could not be connected to: skipped for the rest of the run.
@@ -83,11 +85,14 @@ pub struct Registry {
     blob_locations: Mutex<HashMap<Digest, blobs::Location>>,
 }
 
+/// One endpoint, probed once: empty until its probe succeeds.
+type EndpointCell = Arc<Mutex<Option<Arc<Endpoint>>>>;
+
 /// Which host served an answer: a mirror's configured name, or None for the registry.
 pub type ServedBy = Option<String>;
 
 /// A mirror whose `/v2/` answered with a failure is not asked again for this long: probing
-/// it before each request would add a round trip (under the endpoints lock) to every one.
+/// it before each request would add a round trip to every one.
 const PROBE_AGAIN_AFTER: Duration = Duration::from_secs(30);
 
 impl Registry {
@@ -122,12 +127,14 @@ impl Registry {
     /// already learned, else https.
     pub fn url_of(&self, r: &Reference, path: &str) -> Result<String, ClientError> {
         let host = self.registry_host(r);
-        let known = self
+        let cell = self
             .endpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&endpoint_key(&host))
-            .map(|ep| ep.base.clone());
+            .cloned();
+        // Being probed right now: not known yet (a message never waits for a probe).
+        let known = cell.and_then(|c| Some(c.try_lock().ok()?.as_ref()?.base.clone()));
         let base = known.unwrap_or_else(|| format!("https://{}", host.api_host));
         Ok(format!("{base}/v2/{}/{path}", host.repository))
     }
@@ -157,8 +164,15 @@ impl Registry {
         // A mirror and a registry on one host may differ in what they allow (plain HTTP) and
         // whose credentials they take: each gets its own endpoint.
         let key = endpoint_key(h);
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ep) = endpoints.get(&key) {
+        let cell = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut held = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ep) = held.as_ref() {
             return Ok(ep.clone());
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
@@ -182,7 +196,7 @@ impl Registry {
             );
         }
         let ep = Arc::new(ep);
-        endpoints.insert(key, ep.clone());
+        *held = Some(ep.clone());
         Ok(ep)
     }
 
@@ -282,6 +296,8 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((served_by.to_string(), digest.clone()));
+        // Where its chunks were redirected is that mirror's word too.
+        self.forget_blob_location(digest);
     }
 
     /// One request to `/v2/<repository>/<path>` with auth, renewal of a refused token, status

@@ -73,13 +73,15 @@ impl Cache {
                 path: root.to_path_buf(),
             });
         }
+        // Checked again after the listing: another process may have made the cache between
+        // the two looks (parallel CI jobs on a fresh cache directory).
         if !marker.exists() {
             let empty = match fs::read_dir(root) {
                 Ok(mut entries) => entries.next().is_none(),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => true,
                 Err(e) => return Err(io_err("reading", root)(e)),
             };
-            if !empty {
+            if !empty && !marker.exists() {
                 return Err(StoreError::NotACache {
                     path: root.to_path_buf(),
                 });
@@ -183,18 +185,21 @@ impl Cache {
         let from = self.store.blob_path(d);
         let src = match File::open(&from) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Not there, or not ours to read (another user's private cache): downloaded instead.
+            Err(e) if e.kind() == io::ErrorKind::NotFound || denied(&e) => return Ok(None),
             Err(e) => return Err(io_err("opening", &from)(e)),
         };
         let meta = src.metadata().map_err(io_err("reading", &from))?;
         if !meta.is_file() || meta.len() != size {
             return Ok(None);
         }
-        // Not ours to touch in a read-only cache; the use then goes unrecorded.
+        // Both times set to now: that needs write access only, where any other pair needs
+        // the file's owner (a group that shares the cache). Not ours to touch in a read-only
+        // cache; the use then goes unrecorded.
         let _ = rustix::fs::futimens(
             &src,
             &rustix::fs::Timestamps {
-                last_access: omit(),
+                last_access: now(),
                 last_modification: now(),
             },
         );
@@ -300,7 +305,8 @@ fn place(from: &Path, src: &File, dest: &Store, to: &Path) -> Result<Linked, Sto
     Ok(how)
 }
 
-fn denied(e: &io::Error) -> bool {
+/// A permission or read-only failure: the cache is another user's, not broken.
+pub fn denied(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
@@ -311,13 +317,6 @@ fn now() -> rustix::fs::Timespec {
     rustix::fs::Timespec {
         tv_sec: 0,
         tv_nsec: rustix::fs::UTIME_NOW,
-    }
-}
-
-fn omit() -> rustix::fs::Timespec {
-    rustix::fs::Timespec {
-        tv_sec: 0,
-        tv_nsec: rustix::fs::UTIME_OMIT,
     }
 }
 

@@ -60,6 +60,13 @@ pub enum StoreError {
     LayoutNotCache { path: PathBuf },
 }
 
+impl StoreError {
+    /// A permission or read-only failure (a file another user made), not damage.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if cache::denied(source))
+    }
+}
+
 pub(crate) fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
