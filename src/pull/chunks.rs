@@ -324,7 +324,7 @@ impl Work<'_> {
                 .into(),
             )
         };
-        let mut buf = vec![0u8; 1 << 16];
+        let mut buf = vec![0u8; 1 << 18];
         let mut last = std::time::Instant::now();
         loop {
             if self.cancel.is_cancelled() || self.stop.load(Ordering::SeqCst) {

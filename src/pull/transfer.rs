@@ -452,7 +452,7 @@ fn copy_with_progress(
 ) -> Result<(), CopyError> {
     let reporter = registry.reporter();
     let digest = ingest.digest().clone();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 18];
     loop {
         if cancel.is_cancelled() {
             break Err(CopyError::Interrupted);

@@ -117,7 +117,7 @@ impl Store {
             store: self,
             digest: digest.clone(),
             size,
-            out: BufWriter::with_capacity(1 << 16, file),
+            out: BufWriter::with_capacity(1 << 18, file),
             hasher: ingest_hasher,
             want_diff_id: diff_id,
             diff_id: ingest_diff,
