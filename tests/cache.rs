@@ -499,3 +499,57 @@ fn a_lock_another_user_made_sends_the_blob_to_the_store_alone() {
         assert!(!blob_path(&cache, &blob.digest).exists());
     }
 }
+
+/// `gc --cache-dir` while a pull is downloading into the cache: it waits for the pull (the
+/// cache's activity lock), so the download's partial is not taken for stale, even with
+/// `--keep-days 0`, and what the pull linked is kept.
+#[test]
+fn cache_gc_waits_for_a_running_pull() {
+    let img = pushed("cache/gc-waits", 9470, 2 * MIB);
+    let big = &img.layers[0];
+    let proxy = FaultProxy::start(&world().plain().host()).unwrap();
+    // About two seconds for the large layer.
+    proxy.throttle(&format!("/blobs/{}", big.digest), MIB as u64);
+    let name = format!("{}/cache/gc-waits:1", proxy.host());
+    let dir = world().temp_dir();
+    let cache = dir.join("cache");
+    let store = dir.join("store");
+    let mut child = imagec()
+        .args(["pull", "-q", "--cache-dir"])
+        .arg(&cache)
+        .arg("--dest")
+        .arg(&store)
+        .arg(&name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = cache.join(".imagec/partial").join(&big.digest[7..]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) == 0 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the download never started in {}", partial.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = gc(&["--cache-dir", cache.to_str().unwrap(), "--keep-days", "0"]);
+    assert!(
+        child.try_wait().unwrap().is_some(),
+        "gc returned while the pull was still running"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(freed(&report), Vec::<String>::new(), "{report}");
+    assert!(report["files"].as_array().unwrap().is_empty(), "{report}");
+    entry(&store, &name);
+    assert_store_consistent(&store);
+    for blob in cached_blobs(&img) {
+        assert_eq!(links(&blob_path(&cache, &blob.digest)), 2);
+    }
+}
