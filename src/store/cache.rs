@@ -25,7 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::gc::{FreedBlob, FreedFile, GcReport};
+use super::gc::{FreedBlob, GcReport};
 use super::{io_err, Store, StoreError, PRIVATE};
 use crate::digest::Digest;
 
@@ -130,13 +130,14 @@ impl Cache {
         &self.store
     }
 
-    pub fn root(&self) -> &Path {
-        &self.store.root
-    }
-
     /// Can blobs be downloaded into it? (When not, they go to the store alone.)
     pub fn writable(&self) -> bool {
         self.writable
+    }
+
+    /// Where the cache keeps blob `d` (for messages).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.store.blob_path(d)
     }
 
     pub fn has_blob(&self, d: &Digest, size: u64) -> bool {
@@ -237,37 +238,8 @@ impl Cache {
                 blobs.push(FreedBlob { digest: name, size });
             }
         }
-        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
-        let files: Vec<FreedFile> = self
-            .store
-            .stale_files(keep)?
-            .into_iter()
-            .map(|(path, size)| FreedFile { path, size })
-            .collect();
-        if !dry_run {
-            for b in &blobs {
-                if let Some(d) = b.digest.digest() {
-                    self.store.forget_diff_id(&d);
-                }
-                let path = self.store.blob_path_of(&b.digest);
-                fs::remove_file(&path).map_err(io_err("removing", &path))?;
-            }
-            for f in &files {
-                let _ = fs::remove_file(&f.path);
-            }
-        }
-        let bytes_freed = blobs
-            .iter()
-            .map(|b| b.size)
-            .chain(files.iter().map(|f| f.size))
-            .sum();
-        Ok(GcReport {
-            dry_run,
-            warnings: vec![],
-            blobs,
-            files,
-            bytes_freed,
-        })
+        let stale = self.store.stale_files(keep)?;
+        super::gc::collect(&self.store, blobs, stale, dry_run)
     }
 }
 
@@ -317,13 +289,6 @@ fn now() -> rustix::fs::Timespec {
     rustix::fs::Timespec {
         tv_sec: 0,
         tv_nsec: rustix::fs::UTIME_NOW,
-    }
-}
-
-impl Cache {
-    /// Where the cache keeps blob `d` (for messages).
-    pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.store.blob_path(d)
     }
 }
 

@@ -59,6 +59,50 @@ pub enum GcError {
     },
 }
 
+/// Delete `blobs` (with their diff_id records) and the `stale` files, unless `dry_run`, and
+/// say what was (or would be) freed: the one deletion both `gc` of a store and of the cache
+/// make.
+pub(crate) fn collect(
+    store: &Store,
+    mut blobs: Vec<FreedBlob>,
+    stale: Vec<(PathBuf, u64)>,
+    dry_run: bool,
+) -> Result<GcReport, StoreError> {
+    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    let files: Vec<FreedFile> = stale
+        .into_iter()
+        .map(|(path, size)| FreedFile { path, size })
+        .collect();
+    if !dry_run {
+        for b in &blobs {
+            if let Some(d) = b.digest.digest() {
+                store.forget_diff_id(&d);
+            }
+            let path = store.blob_path_of(&b.digest);
+            std::fs::remove_file(&path).map_err(|source| StoreError::Io {
+                action: "removing",
+                path,
+                source,
+            })?;
+        }
+        for f in &files {
+            let _ = std::fs::remove_file(&f.path);
+        }
+    }
+    let bytes_freed = blobs
+        .iter()
+        .map(|b| b.size)
+        .chain(files.iter().map(|f| f.size))
+        .sum();
+    Ok(GcReport {
+        dry_run,
+        warnings: vec![],
+        blobs,
+        files,
+        bytes_freed,
+    })
+}
+
 /// Every blob some index entry reaches, and what the walk could not read.
 pub fn reachable(store: &Store) -> Result<(HashSet<BlobName>, Vec<EntryProblem>), StoreError> {
     let mut keep = HashSet::new();
@@ -86,44 +130,14 @@ pub fn gc(store: &Store, dry_run: bool, force: bool) -> Result<GcReport, GcError
             more: warnings.len() - 1,
         });
     }
-    let mut blobs: Vec<FreedBlob> = store
+    let blobs: Vec<FreedBlob> = store
         .all_blob_files()?
         .into_iter()
         .filter(|(d, _)| !keep.contains(d))
         .map(|(digest, size)| FreedBlob { digest, size })
         .collect();
-    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
-    let files: Vec<FreedFile> = store
-        .stale_files(STALE_PARTIAL)?
-        .into_iter()
-        .map(|(path, size)| FreedFile { path, size })
-        .collect();
-    if !dry_run {
-        for b in &blobs {
-            if let Some(d) = b.digest.digest() {
-                store.forget_diff_id(&d);
-            }
-            let path = store.blob_path_of(&b.digest);
-            std::fs::remove_file(&path).map_err(|source| StoreError::Io {
-                action: "removing",
-                path,
-                source,
-            })?;
-        }
-        for f in &files {
-            let _ = std::fs::remove_file(&f.path);
-        }
-    }
-    let bytes_freed = blobs
-        .iter()
-        .map(|b| b.size)
-        .chain(files.iter().map(|f| f.size))
-        .sum();
-    Ok(GcReport {
-        dry_run,
-        warnings,
-        blobs,
-        files,
-        bytes_freed,
-    })
+    let stale = store.stale_files(STALE_PARTIAL)?;
+    let mut report = collect(store, blobs, stale, dry_run)?;
+    report.warnings = warnings;
+    Ok(report)
 }
