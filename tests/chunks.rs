@@ -269,3 +269,47 @@ fn chunks_follow_a_cdn_redirect_once_per_blob() {
         );
     }
 }
+
+/// Found in review: a mirror that redirects its chunks to a CDN, which sends wrong bytes. The
+/// mirror is distrusted for that blob, and its redirect target with it: the blob comes again
+/// from the registry, not from the CDN URL the mirror gave (before the fix, every retry went
+/// back to that URL while it was fresh).
+#[test]
+fn a_lying_mirrors_redirect_target_is_not_used_again() {
+    let img = pushed("chunks/lying-cdn", 9360, 3 * MIB);
+    let big = &img.layers[0];
+    let path = format!("/blobs/{}", big.digest);
+    let reg = world().plain().host();
+    let cdn = FaultProxy::start(&reg).unwrap();
+    cdn.flip_byte(&path, 1000);
+    let mirror = FaultProxy::start(&reg).unwrap();
+    let location = format!("http://{}/v2/chunks/lying-cdn{path}", cdn.host());
+    mirror.serve(&path, 307, &[("Location", &location)], vec![]);
+    let name = format!("{reg}/chunks/lying-cdn:1");
+    let dest = world().temp_dir().join("store");
+    let out = run(imagec()
+        .args([
+            "pull",
+            "-q",
+            "--jobs",
+            "1",
+            "--chunk-size",
+            "1M",
+            "--mirror",
+        ])
+        .arg(format!("{reg}=http://{}", mirror.host()))
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    assert!(
+        out.stderr.contains("served bytes that are not"),
+        "{}",
+        out.stderr
+    );
+    entry(&dest, &name);
+    assert_blobs_verified(&dest, &img);
+    // One redirect, each chunk of the blob once at the CDN, then nothing more from either.
+    assert_eq!(mirror.requests("GET", &path), 1);
+    assert_eq!(cdn.requests("GET", &path), big.data.len().div_ceil(MIB));
+}
