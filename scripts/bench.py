@@ -583,8 +583,9 @@ class FaultProxy:
                     self.active -= 1
 
 
-def proxy(upstream, portfile, rate=None):
-    p = FaultProxy(upstream, int(rate) if rate else None)
+def serve(handle, portfile):
+    """Listen on a free loopback port (written to `portfile` once listening) and run
+    `handle(connection)` on a thread per connection, until killed."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", 0))
@@ -594,7 +595,11 @@ def proxy(upstream, portfile, rate=None):
     os.replace(portfile + ".tmp", portfile)
     while True:
         c, _ = s.accept()
-        threading.Thread(target=p.handle, args=(c,), daemon=True).start()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def proxy(upstream, portfile, rate=None):
+    serve(FaultProxy(upstream, int(rate) if rate else None).handle, portfile)
 
 
 def ctl_reset_peak(base):
@@ -775,17 +780,7 @@ def relay_body(resp, src, dst):
 
 
 def latency_proxy(upstream, delay_ms, portfile):
-    p = LatencyProxy(upstream, int(delay_ms) / 1000)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0))
-    s.listen(256)
-    with open(portfile + ".tmp", "w") as f:
-        f.write(str(s.getsockname()[1]))
-    os.replace(portfile + ".tmp", portfile)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=p.handle, args=(c,), daemon=True).start()
+    serve(LatencyProxy(upstream, int(delay_ms) / 1000).handle, portfile)
 
 
 def latency_ctl(base, what):

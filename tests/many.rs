@@ -8,6 +8,16 @@ mod support;
 use support::http_proxy::HttpProxy;
 use support::*;
 
+/// imagec with every request sent through the HTTP proxy at `url` (loopback excepted).
+fn via_proxy(url: &str) -> std::process::Command {
+    let mut cmd = imagec();
+    cmd.env("HTTP_PROXY", url)
+        .env("HTTPS_PROXY", url)
+        .env("NO_PROXY", "")
+        .env("no_proxy", "");
+    cmd
+}
+
 #[test]
 fn many_images_in_one_pull_reuse_connections_and_fetch_one_token_per_scope() {
     // 6 repositories with 2 tags each, sharing a base layer: 12 references, 13 layers.
@@ -38,11 +48,7 @@ fn many_images_in_one_pull_reuse_connections_and_fetch_one_token_per_scope() {
     let url = format!("http://{}", proxy.host());
     let dest = world().temp_dir().join("store");
     let ts = world().token_server();
-    run(imagec()
-        .env("HTTP_PROXY", &url)
-        .env("HTTPS_PROXY", &url)
-        .env("NO_PROXY", "")
-        .env("no_proxy", "")
+    run(via_proxy(&url)
         .args([
             "pull",
             "-q",
@@ -124,11 +130,7 @@ fn one_job_pulls_over_one_connection() {
     let (host, map) = world().token().hidden_name();
     let proxy = HttpProxy::start(map, None).unwrap();
     let url = format!("http://{}", proxy.host());
-    run(imagec()
-        .env("HTTP_PROXY", &url)
-        .env("HTTPS_PROXY", &url)
-        .env("NO_PROXY", "")
-        .env("no_proxy", "")
+    run(via_proxy(&url)
         .args([
             "pull",
             "-q",
