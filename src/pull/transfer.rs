@@ -138,7 +138,7 @@ fn fetch_one(
     }
     // Through a cache: linked from it when it holds the blob, else downloaded into it (under
     // its lock: another process fetching the same blob into it is waited for) and linked.
-    let target = match cache {
+    let mut target = match cache {
         Some(cache) => match cache.link_into(store, &d.digest, d.size) {
             Err(e) => return fetched(0, None, Err(e.into())),
             Ok(Some(linked)) => {
@@ -155,7 +155,6 @@ fn fetch_one(
     };
     // Another process may be fetching this blob into the same place: `begin_ingest` waits
     // for it, then finds the blob in place rather than fetch it a second time.
-    let mut target = target;
     let mut begun = ingest(registry, target, job, how);
     if matches!(&begun, Err(e) if e.is_denied()) && !std::ptr::eq(target, store) {
         // The cache's lock or partial for this blob is another user's (a pull once run
