@@ -194,8 +194,6 @@ impl PullOutput {
     }
 }
 
-/// `pull --dry-run`: resolve every reference (reading, never writing, the store), plan, and
-/// print the plan. Nothing is downloaded or created.
 /// The shared cache of a command that downloads (created if new), and its activity lock,
 /// held for the whole command so that the cache's gc waits for it. A cache this user cannot
 /// write is used read-only, with a warning.
@@ -219,6 +217,8 @@ fn open_cache(
     Ok((Some(Arc::new(cache)), lock))
 }
 
+/// `pull --dry-run`: resolve every reference (reading, never writing, the store), plan, and
+/// print the plan. Nothing is downloaded or created.
 fn dry_run(
     settings: &Settings,
     image: &ImageSettings,

@@ -210,8 +210,8 @@ fn parse_content_range_start(v: &str) -> Option<u64> {
 }
 
 /// How long a blob's redirect target is used without asking the registry again. Signed URLs
-/// live longer (S3's presigned URLs from distribution: 20 minutes; Docker Hub's CDN about as
-/// long); a target that stops answering sooner is forgotten on its first refusal anyway.
+/// usually live longer (distribution's S3 driver signs them for 20 minutes); a target that
+/// stops answering sooner is forgotten on its first refusal anyway.
 const LOCATION_FRESH: Duration = Duration::from_secs(300);
 
 /// Where a blob's chunk requests were redirected to, when, and who redirected them.
