@@ -81,8 +81,8 @@ fn many_images_in_one_pull_reuse_connections_and_fetch_one_token_per_scope() {
 
 /// Regression: references were resolved one after the other, so on a distant registry 50 of
 /// them waited 50 round trips before the first blob moved. Here 12 tags of one image (2
-/// blobs) are resolved through a proxy that sends manifests slowly: more than 2 requests at
-/// once can only be manifests resolved side by side.
+/// blobs) are resolved through a proxy that adds 250 ms to each manifest request: more than
+/// 2 requests at once can only be manifests resolved side by side.
 #[test]
 fn references_are_resolved_side_by_side() {
     let img = image(
@@ -96,8 +96,7 @@ fn references_are_resolved_side_by_side() {
         push_image(&plain, "many/tags", &tag.to_string(), &img);
     }
     let proxy = support::faults::FaultProxy::start(&plain).unwrap();
-    // A manifest (about 500 bytes) takes a quarter of a second.
-    proxy.throttle("/manifests/", 2000);
+    proxy.delay("/manifests/", std::time::Duration::from_millis(250));
     let refs: Vec<String> = (0..12)
         .map(|t| format!("{}/many/tags:{t}", proxy.host()))
         .collect();

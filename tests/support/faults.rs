@@ -1,11 +1,12 @@
 //! The one proxy in front of a real registry, streaming, for what a flaky network or an odd
 //! server does and the registry cannot be made to do: a connection reset mid-body, a body that
 //! stalls mid-way, 5xx/429 answers (with `Retry-After`), a flipped byte, `Range` ignored, a 206
-//! with the wrong `Content-Range`; and for what an old client or registry does: manifests asked
-//! for with a schema1-only `Accept`, schema1 served unsigned, a crafted answer for one path. A
-//! test arms faults at runtime; each fires a bounded number of times, on the requests whose
-//! path contains a given substring. Counters say what went over the wire. Request and response
-//! heads are read by the same code as the test servers' (`httpd::read_head`).
+//! with the wrong `Content-Range`, latency added to requests; and for what an old client or
+//! registry does: manifests asked for with a schema1-only `Accept`, schema1 served unsigned, a
+//! crafted answer for one path. A test arms faults at runtime; each fires a bounded number of
+//! times, on the requests whose path contains a given substring. Counters say what went over
+//! the wire. Request and response heads are read by the same code as the test servers'
+//! (`httpd::read_head`).
 //!
 //! Raw TCP, one request per connection (`Connection: close` to both sides). Response bodies are
 //! relayed as they arrive, never buffered whole: tests move 100 MB through it. Listens on
@@ -87,6 +88,9 @@ enum Kind {
     Throttle {
         bytes_per_sec: u64,
     },
+    Delay {
+        by: Duration,
+    },
     Serve {
         status: u16,
         headers: Vec<(String, String)>,
@@ -147,6 +151,12 @@ impl FaultProxy {
             retry_after,
         };
         self.shared.arm(path_part, kind, times);
+    }
+
+    /// Every request from now on: wait `by` before answering or forwarding it (a round trip
+    /// to a distant registry).
+    pub fn delay(&self, path_part: &str, by: Duration) {
+        self.shared.arm(path_part, Kind::Delay { by }, u32::MAX);
     }
 
     /// As [`FaultProxy::fail_first`], once `skip` matching requests have passed (a signed URL
@@ -397,6 +407,10 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     let path = target.split('?').next().unwrap_or("").to_string();
     let sent = shared.record(&method, &path, request.header("range"));
 
+    // Latency: the request waits before anything else happens to it (a distant registry).
+    if let Some(Kind::Delay { by }) = shared.take(&target, |k| matches!(k, Kind::Delay { .. })) {
+        thread::sleep(by);
+    }
     let status_fault = shared.take(&target, |k| matches!(k, Kind::Status { .. }));
     if let Some(Kind::Status {
         status,
