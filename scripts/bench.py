@@ -1058,6 +1058,11 @@ def walls(n, prepare, *cmd):
     print(",".join(f"{w:.2f}" for w in out))
 
 
+def tools_of(rows):
+    """The tools of `rows`, in the order they first ran."""
+    return list(dict.fromkeys(r["tool"] for r in rows))
+
+
 def summary(results, machine):
     rows = [l.rstrip("\n").split("\t") for l in open(results)]
     head, rows = rows[0], rows[1:]
@@ -1144,10 +1149,7 @@ def summary(results, machine):
         out.append("| tool | runs | failed | wall s (each run) | median wall s | median CPU s | "
                    "max peak RSS MB | median MB served | speed-up over imagec one stream |")
         out.append("|---|---|---|---|---|---|---|---|---|")
-        tools = []
-        for r in crows:
-            if r["tool"] not in tools:
-                tools.append(r["tool"])
+        tools = tools_of(crows)
         one = [r["wall"] for r in crows if r["tool"] == "imagec one stream" and r["exit"] == "0"]
         for t in tools:
             rs = [r for r in crows if r["tool"] == t]
@@ -1175,10 +1177,7 @@ def summary(results, machine):
         out.append("| tool | timed runs | median wall ms | min ms | max ms | wall / imagec warm re-pull | "
                    "bytes served (per run) | requests (per run) | max peak RSS MB |")
         out.append("|---|---|---|---|---|---|---|---|---|")
-        tools = []
-        for r in krows:
-            if r["tool"] not in tools:
-                tools.append(r["tool"])
+        tools = tools_of(krows)
         warm = fine.get("imagec warm re-pull")
         for t in tools:
             rs = [r for r in krows if r["tool"] == t]
@@ -1206,10 +1205,7 @@ def summary(results, machine):
         out.append("| tool | runs | failed | wall s (each run) | median wall s | skopeo / imagec | "
                    "TCP connections (per run) | requests (per run) | max peak RSS MB |")
         out.append("|---|---|---|---|---|---|---|---|---|")
-        tools = []
-        for r in lrows:
-            if r["tool"] not in tools:
-                tools.append(r["tool"])
+        tools = tools_of(lrows)
 
         def wall(t):
             ok = [r["wall"] for r in lrows if r["tool"] == t and r["exit"] == "0"]
