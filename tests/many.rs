@@ -145,3 +145,52 @@ fn one_job_pulls_over_one_connection() {
     assert_eq!(proxy.forwarded().len(), 5, "{:?}", proxy.forwarded());
     assert_eq!(proxy.connections() - proxy.connects().len(), 1);
 }
+
+/// Regression: the connection pool kept 3 idle connections per host (ureq's default), so with
+/// `--jobs 8` every pause (between resolving and fetching, between two images) closed all but
+/// 3, and the next wave opened them again: a round trip (or three, with TLS) each, for
+/// nothing. Connections stay open for every job.
+#[test]
+fn every_job_keeps_its_connection() {
+    let base = random_layer(9540, 40_000);
+    let plain = world().plain().host();
+    let mut refs = Vec::new();
+    let (host, map) = world().token().hidden_name();
+    for n in 0..10u64 {
+        let img = image(
+            Format::Docker,
+            "linux",
+            "amd64",
+            vec![
+                base.clone(),
+                random_layer(9541 + n * 2, 30_000),
+                random_layer(9542 + n * 2, 20_000),
+            ],
+        );
+        push_image(&plain, &format!("public/keep{n}"), "1", &img);
+        refs.push(format!("{host}/public/keep{n}:1"));
+    }
+    let proxy = HttpProxy::start(map, None).unwrap();
+    let url = format!("http://{}", proxy.host());
+    run(via_proxy(&url)
+        .args([
+            "pull",
+            "-q",
+            "--insecure-allow-http",
+            "--jobs",
+            "8",
+            "--dest",
+        ])
+        .arg(world().temp_dir().join("store"))
+        .args(&refs))
+    .expect(0);
+    // At most 8 requests are in flight at once, each worker's connection back in the pool
+    // before its next request: 8 connections, and 1 of slack for a probe racing a worker.
+    let forwarded = proxy.forwarded().len();
+    let connections = proxy.connections() - proxy.connects().len();
+    assert!(forwarded >= 41, "{forwarded} requests forwarded");
+    assert!(
+        connections <= 8 + 1,
+        "{connections} connections for {forwarded} requests"
+    );
+}

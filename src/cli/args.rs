@@ -130,7 +130,7 @@ pub struct PullArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Parallel blob downloads (connections)
-    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=crate::registry::http::MAX_JOBS as i64))]
     pub jobs: u16,
     /// Blobs of at least this size come as parallel Range chunks of this size, over the
     /// connections --jobs leaves free (bytes, or with K, M, G: 64M, 1G; 0: never)

@@ -14,6 +14,10 @@ use super::errors::RegistryError;
 use crate::registry::credentials::Secret;
 
 /// How the agent is built; resolved once from flags.
+/// The most parallel requests a run makes (`--jobs`' upper bound): the pool keeps that many
+/// connections per host.
+pub const MAX_JOBS: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub ca_certs: Vec<PathBuf>,
@@ -440,6 +444,10 @@ fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
         .timeout_per_read(Some(settings.read_timeout))
         .tls_config(tls)
         .proxy(None)
+        // Every job keeps its connection between waves (ureq keeps 3 per host by default, so
+        // `--jobs 8` reopened 5 after each pause: a round trip, or three with TLS, each).
+        .max_idle_connections(256)
+        .max_idle_connections_per_host(MAX_JOBS)
         .build();
     let connector = DefaultConnector::new().chain(ProxyConnector::new(settings.proxy.clone()));
     ureq::Agent::with_parts(
