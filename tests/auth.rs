@@ -8,6 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::faults::FaultProxy;
 use support::*;
 
 fn fresh_dest() -> PathBuf {
@@ -606,4 +607,102 @@ fn refresh_token_refusals_and_realms_without_oauth2_are_clear_errors() {
         assert_eq!(out.stderr.lines().count(), 1, "{token}: {}", out.stderr);
         assert!(!out.stderr.contains(token), "{token}: {}", out.stderr);
     }
+}
+
+/// An open registry is asked for the manifest straight away, with no `GET /v2/` before it
+/// (containerd's way): the first answer itself says that no login is needed. A one-layer
+/// image costs three requests: manifest, config, layer.
+#[test]
+fn an_open_registry_is_pulled_without_asking_v2_first() {
+    let reg = world().plain().host();
+    push_image(&reg, "auth/no-probe", "1", &small_image(30));
+    let proxy = FaultProxy::start(&reg).unwrap();
+    let name = format!("{}/auth/no-probe:1", proxy.host());
+    let dest = fresh_dest();
+    run(imagec()
+        .args(["pull", "-q", "--dest"])
+        .arg(&dest)
+        .arg(&name))
+    .expect(0);
+    entry(&dest, &name);
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        (
+            "GET".to_string(),
+            "/v2/auth/no-probe/manifests/1".to_string()
+        )
+    );
+    assert!(seen[1..]
+        .iter()
+        .all(|(m, p)| m == "GET" && p.contains("/blobs/")));
+}
+
+/// A host where some repositories are open to everyone and the others need a login (here a
+/// front end opens `/v2/` and one repository of the Basic-auth registry with its own
+/// credentials). A run that pulls the open one first learns "no login" from its answer; the
+/// private one's 401 then names Basic, which is taken once, and the user's credentials go
+/// with the request sent again. Without credentials the private one is refused (exit 3) and
+/// the open one still lands.
+#[test]
+fn open_and_private_repositories_of_one_host_in_one_run() {
+    let plain = world().plain().host();
+    push_image(&plain, "auth/mixed-open", "1", &small_image(31));
+    push_image(&plain, "auth/mixed-private", "1", &small_image(32));
+    let proxy = FaultProxy::start(&world().basic().host()).unwrap();
+    let login = format!("Basic {}", b64(&format!("{USER}:{PASSWORD}")));
+    proxy.authorize("=/v2/", &login);
+    proxy.authorize("/v2/auth/mixed-open/", &login);
+    let open = format!("{}/auth/mixed-open:1", proxy.host());
+    let private = format!("{}/auth/mixed-private:1", proxy.host());
+    let manifest = "/v2/auth/mixed-private/manifests/1";
+
+    let dest = fresh_dest();
+    // `-j 1`: the open one is resolved first, so its answer is the host's first.
+    let out = run_with_stdin(
+        imagec()
+            .args([
+                "pull",
+                "-v",
+                "-j",
+                "1",
+                "-u",
+                USER,
+                "--password-stdin",
+                "--dest",
+            ])
+            .arg(&dest)
+            .arg(&open)
+            .arg(&private),
+        &format!("{PASSWORD}\n"),
+    )
+    .expect(0);
+    entry(&dest, &open);
+    entry(&dest, &private);
+    assert!(
+        out.stderr.contains("no authentication"),
+        "the open repository answered first: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("asks for authentication now"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(proxy.requests("GET", manifest), 2, "{:?}", proxy.seen());
+
+    let dest = fresh_dest();
+    let out = run(imagec()
+        .args(["pull", "-j", "1", "--dest"])
+        .arg(&dest)
+        .arg(&open)
+        .arg(&private))
+    .expect(3);
+    entry(&dest, &open);
+    assert!(
+        out.stderr.contains(&format!("pulling {private}:")),
+        "{}",
+        out.stderr
+    );
 }

@@ -451,3 +451,28 @@ fn a_blob_begun_at_a_lying_mirror_and_finished_by_the_registry_comes_again() {
     // The mirror was asked for the layer twice: the first GET, and the resume it refused.
     assert_eq!(mirror.requests("GET", &path), 2);
 }
+
+/// A mirror that holds nothing (a real, empty registry) costs what it did when `/v2/` was
+/// asked before anything else: the first request's 404 says nothing of how to log in, so
+/// `/v2/` is asked once, and then every other request once.
+#[test]
+fn an_empty_mirror_is_asked_v2_once_and_everything_else_once() {
+    let reg = world().plain().host();
+    let img = small_image(9160);
+    push_image(&reg, "mirrors/empty", "1", &img);
+    let empty = Registry::start_own(&world().temp_dir(), world().ca_cert_path()).unwrap();
+    let mirror = FaultProxy::start(&empty.host()).unwrap();
+    let name = format!("{reg}/mirrors/empty:1");
+    let dest = world().temp_dir().join("store");
+    let (doc, out) = pull_with_mirror(&format!("{reg}=http://{}", mirror.host()), &name, &dest);
+    assert_eq!(doc["mirror"], serde_json::Value::Null, "{}", out.stdout);
+    entry(&dest, &name);
+    let seen = mirror.seen();
+    let probes = seen.iter().filter(|(_, p)| p == "/v2/").count();
+    assert_eq!(probes, 1, "{seen:?}");
+    let mut others: Vec<_> = seen.iter().filter(|(_, p)| p != "/v2/").collect();
+    assert_eq!(others.len(), 4, "manifest, config, two layers: {seen:?}");
+    others.sort();
+    others.dedup();
+    assert_eq!(others.len(), 4, "a request asked twice: {seen:?}");
+}

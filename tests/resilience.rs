@@ -270,9 +270,10 @@ fn a_reset_mid_manifest_is_retried() {
 }
 
 #[test]
-fn a_503_on_the_v2_probe_is_retried() {
+fn a_503_on_the_probe_is_retried() {
     // SPEC: 5xx is transient. Regression: the HTTP probe's 503 used to be dropped in favour of
-    // the HTTPS probe's TLS error ("received corrupt message"), which is final.
+    // the HTTPS probe's TLS error ("received corrupt message"), which is final. The probe is
+    // the first request (the manifest), and `/v2/` where that says nothing of the login.
     let img = image(
         Format::Docker,
         "linux",

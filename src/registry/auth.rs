@@ -1,17 +1,19 @@
-//! Endpoint discovery (`GET /v2/`) and authentication: Basic, and Bearer tokens fetched from
-//! the realm the registry names, cached per scope for the whole run
-//! (distribution `docs/spec/auth/token.md`; SPEC: Registry protocol).
+//! Endpoint discovery (the first request to a host, else `GET /v2/`) and authentication:
+//! Basic, and Bearer tokens fetched from the realm the registry names, cached per scope for the
+//! whole run (distribution `docs/spec/auth/token.md`; SPEC: Registry protocol).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::challenge::{self, Challenge};
 use super::errors::{ErrorBody, RegistryError};
-use super::http::{header, Http, Method};
+use super::http::{drain, header, read_short, Http, Method};
 use crate::registry::credentials::{Credentials, Secret};
+use ureq::http::Response;
+use ureq::Body;
 
-/// How a registry wants to be spoken to, learned from its `/v2/` answer.
+/// How a registry wants to be spoken to, learned from its first answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
     Anonymous,
@@ -26,7 +28,9 @@ pub enum Scheme {
 pub struct Endpoint {
     /// `https://host[:port]` or `http://host[:port]`.
     pub base: String,
-    pub scheme: Scheme,
+    /// Anonymous may become another scheme once, when a request is refused with a challenge
+    /// ([`Endpoint::adopt_challenge`]); a scheme learned from a challenge never changes.
+    scheme: RwLock<Scheme>,
     pub credentials: Option<Credentials>,
     /// Token per scope. The lock is held while a token is fetched so that parallel workers
     /// needing the same scope wait for one fetch instead of each making their own.
@@ -48,8 +52,61 @@ const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 
 impl Endpoint {
-    /// Probe `base/v2/` once. 200 means no auth; 401 names the scheme in `WWW-Authenticate`.
+    /// Learn how `base` wants to be spoken to. With `first` (the request the caller is about
+    /// to make), that request is sent without credentials and is itself the probe, as
+    /// containerd does: a 2xx means no authentication, and its answer is returned for the
+    /// caller to use (a round trip saved on every registry that needs no login); a 401 names
+    /// the scheme in `WWW-Authenticate`. Any other answer says nothing of the scheme, so
+    /// `GET /v2/` is asked as without `first`; that answer is returned too when `/v2/` says no
+    /// authentication (it is what the caller's request would get). Without `first`: `GET
+    /// /v2/`, where 200 means no auth and 401 names the scheme.
     pub fn probe(
+        http: &Http,
+        host: &str,
+        base: String,
+        credentials: Option<Credentials>,
+        first: Option<&First<'_>>,
+    ) -> Result<(Endpoint, Option<Response<Body>>), RegistryError> {
+        let Some(first) = first else {
+            return Ok((Self::probe_v2(http, host, base, credentials)?, None));
+        };
+        let url = format!("{base}{}", first.target);
+        let mut resp = http.send(first.method, &url, first.headers, None)?;
+        let kept = match resp.status().as_u16() {
+            200..=299 => {
+                let ep = Endpoint::new(base, Scheme::Anonymous, credentials);
+                return Ok((ep, Some(resp)));
+            }
+            401 => {
+                drain(&mut resp);
+                if let Ok(scheme) = scheme_from(&challenges(&resp), host) {
+                    return Ok((Endpoint::new(base, scheme, credentials), None));
+                }
+                None
+            }
+            // A server failing right now (a 503 while it starts, a 429) says nothing of the
+            // scheme, and `/v2/` would most likely fail too: the probe failed, as a `/v2/`
+            // answering so would have.
+            // The error is the one the request itself would have met (its body, a rate
+            // limit's figures).
+            s if crate::registry::retry::status_is_transient(s) => {
+                super::log_rate_limit(&resp);
+                let body = if first.method == Method::Head {
+                    ErrorBody::default()
+                } else {
+                    ErrorBody::parse(&read_short(&mut resp))
+                };
+                return Err(super::status_error(first.method, url, body, &resp));
+            }
+            _ => Some(buffered(resp)),
+        };
+        let ep = Self::probe_v2(http, host, base, credentials)?;
+        let anonymous = ep.scheme() == Scheme::Anonymous;
+        Ok((ep, kept.filter(|_| anonymous)))
+    }
+
+    /// `GET base/v2/`: 200 means no auth; 401 names the scheme in `WWW-Authenticate`.
+    fn probe_v2(
         http: &Http,
         host: &str,
         base: String,
@@ -58,26 +115,17 @@ impl Endpoint {
         let url = format!("{base}/v2/");
         let mut resp = http.send(Method::Get, &url, &[], None)?;
         let status = resp.status().as_u16();
-        // Read to its end (`{}`, or a short error), so that the connection goes back to the
-        // pool: dropped unread, it was closed, and the first manifest request paid for a new
-        // one (a round trip more on a distant registry).
-        let _ = std::io::copy(
-            &mut std::io::Read::take(resp.body_mut().as_reader(), 64 << 10),
-            &mut std::io::sink(),
-        );
+        drain(&mut resp);
         let scheme = match status {
             200..=299 => Scheme::Anonymous,
             401 => scheme_from(&challenges(&resp), host)?,
             s if crate::registry::retry::status_is_transient(s) => {
-                return Err(RegistryError::Status {
-                    method: "GET",
+                return Err(super::status_error(
+                    Method::Get,
                     url,
-                    status,
-                    body: ErrorBody::default(),
-                    retry_after: header(&resp, "retry-after")
-                        .and_then(crate::registry::retry::parse_retry_after),
-                    rate_limit: None,
-                })
+                    ErrorBody::default(),
+                    &resp,
+                ))
             }
             _ => {
                 return Err(RegistryError::NotARegistry {
@@ -87,17 +135,46 @@ impl Endpoint {
                 })
             }
         };
-        Ok(Endpoint {
+        Ok(Endpoint::new(base, scheme, credentials))
+    }
+
+    fn new(base: String, scheme: Scheme, credentials: Option<Credentials>) -> Endpoint {
+        Endpoint {
             base,
-            scheme,
+            scheme: RwLock::new(scheme),
             credentials,
             tokens: Mutex::new(HashMap::new()),
-        })
+        }
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A request to an endpoint that needed no authentication so far was refused with a
+    /// challenge (a registry whose first answer was a public manifest, or whose `/v2/` is open
+    /// while a repository is not): take the scheme it names, once. Returns whether the scheme
+    /// changed, so that the request is worth sending again.
+    pub fn adopt_challenge(&self, resp: &Response<Body>, host: &str) -> bool {
+        let mut scheme = self.scheme.write().unwrap_or_else(|e| e.into_inner());
+        if *scheme != Scheme::Anonymous {
+            return false;
+        }
+        match scheme_from(&challenges(resp), host) {
+            Ok(learned) => {
+                *scheme = learned;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The `Authorization` value for a request that needs `scope`, fetching a token if needed.
     pub fn authorization(&self, http: &Http, scope: &str) -> Result<Option<Secret>, RegistryError> {
-        match &self.scheme {
+        match self.scheme() {
             Scheme::Anonymous => Ok(None),
             // A refresh token is for a token realm, never a Basic password.
             Scheme::Basic => Ok(self
@@ -121,7 +198,7 @@ impl Endpoint {
                 }
                 let token = fetch_token(
                     http,
-                    realm,
+                    &realm,
                     service.as_deref(),
                     scope,
                     self.credentials.as_ref(),
@@ -145,8 +222,24 @@ impl Endpoint {
     }
 
     pub fn uses_tokens(&self) -> bool {
-        matches!(self.scheme, Scheme::Bearer { .. })
+        matches!(self.scheme(), Scheme::Bearer { .. })
     }
+}
+
+/// The request a caller is about to make to a host not probed yet, which can be the probe:
+/// `target` is its path and query (`/v2/...`), sent after whichever base is tried.
+pub struct First<'a> {
+    pub method: Method,
+    pub target: String,
+    pub headers: &'a [(&'a str, String)],
+}
+
+/// An answer with its (short, error) body read into memory: its connection is free for the
+/// `/v2/` probe that follows, and the answer can still be handed to the caller.
+fn buffered(mut resp: Response<Body>) -> Response<Body> {
+    let bytes = read_short(&mut resp);
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, Body::builder().data(bytes))
 }
 
 fn bearer(token: &Secret) -> Secret {

@@ -23,9 +23,10 @@ impl Registry {
         size: u64,
     ) -> Result<Vec<u8>, ClientError> {
         let path = format!("blobs/{d}");
-        let (bytes, _) = self.with_sources(r, &path, Some(d), |ep, h| {
+        let get = Some((Method::Get, &[][..]));
+        let (bytes, _) = self.with_sources(r, &path, Some(d), get, |ep, h, answered| {
             let url = format!("{}/v2/{}/{path}", ep.base, h.repository);
-            let resp = self.request_once(ep, h, r, Method::Get, &path, &[], "blob")?;
+            let resp = self.request_once(ep, h, r, Method::Get, &path, &[], "blob", answered)?;
             let mut reader =
                 HashingReader::new(resp.into_body().into_reader(), Hasher::new(), size);
             let mut bytes = Vec::with_capacity(size.min(MAX_MANIFEST) as usize);

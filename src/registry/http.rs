@@ -625,6 +625,25 @@ pub fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Read a small answer to its end (`{}`, or a short error), so that its connection goes back
+/// to the pool: dropped unread, it was closed, and the next request paid for a new one (a
+/// round trip more on a distant registry).
+pub fn drain(resp: &mut Response<Body>) {
+    let _ = std::io::copy(
+        &mut std::io::Read::take(resp.body_mut().as_reader(), 64 << 10),
+        &mut std::io::sink(),
+    );
+}
+
+/// A short (error) answer's body, at most 64 KiB of it.
+pub fn read_short(resp: &mut Response<Body>) -> Vec<u8> {
+    resp.body_mut()
+        .with_config()
+        .limit(64 << 10)
+        .read_to_vec()
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

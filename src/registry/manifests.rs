@@ -90,11 +90,22 @@ impl Registry {
         // transient as one cut before the answer (SPEC: truncated bodies). A mirror whose
         // manifest is not the digest asked for is passed over for the next source.
         let by_digest = expected.cloned().or_else(|| reference.parse().ok());
-        let (mut raw, served_by) = self.with_sources(r, &path, by_digest.as_ref(), |ep, h| {
-            let url = format!("{}/v2/{}/{path}", ep.base, h.repository);
-            let resp = self.request_once(ep, h, r, Method::Get, &path, &headers, "manifest")?;
-            read_manifest(resp, url, expected, max)
-        })?;
+        let get = Some((Method::Get, &headers[..]));
+        let (mut raw, served_by) =
+            self.with_sources(r, &path, by_digest.as_ref(), get, |ep, h, answered| {
+                let url = format!("{}/v2/{}/{path}", ep.base, h.repository);
+                let resp = self.request_once(
+                    ep,
+                    h,
+                    r,
+                    Method::Get,
+                    &path,
+                    &headers,
+                    "manifest",
+                    answered,
+                )?;
+                read_manifest(resp, url, expected, max)
+            })?;
         raw.served_by = served_by;
         Ok(raw)
     }

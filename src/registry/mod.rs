@@ -158,8 +158,14 @@ impl Registry {
     }
 
     /// The endpoint of one host, probed once per run (with retries for the registry; one
-    /// attempt for a mirror).
-    fn endpoint_of(&self, h: &hosts::Host) -> Result<Arc<Endpoint>, ClientError> {
+    /// attempt for a mirror). The thread that probes sends `first`, the request it is about to
+    /// make, as the probe ([`Endpoint::probe`]), and gets its answer back when that answer is
+    /// the one the request would get; every other caller gets None.
+    fn endpoint_of(
+        &self,
+        h: &hosts::Host,
+        first: Option<&auth::First<'_>>,
+    ) -> Result<(Arc<Endpoint>, Option<Response<Body>>), ClientError> {
         let host = h.api_host.clone();
         // A mirror and a registry on one host may differ in what they allow (plain HTTP) and
         // whose credentials they take: each gets its own endpoint.
@@ -173,22 +179,22 @@ impl Registry {
             .clone();
         let mut held = cell.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ep) = held.as_ref() {
-            return Ok(ep.clone());
+            return Ok((ep.clone(), None));
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
         let http = self.http.unverified(h.insecure);
-        let ep = if h.mirror.is_some() {
-            probe(&http, &host, h.allow_http, credentials)?
+        let (ep, answered) = if h.mirror.is_some() {
+            probe(&http, &host, h.allow_http, credentials, first)?
         } else {
             self.retry.run("", self.reporter.as_ref(), || {
-                probe(&http, &host, h.allow_http, credentials.clone())
+                probe(&http, &host, h.allow_http, credentials.clone(), first)
             })?
         };
         if log::log_enabled!(log::Level::Info) {
             log::info!(
                 "registry {host}: {} ({})",
                 ep.base,
-                match &ep.scheme {
+                match &ep.scheme() {
                     auth::Scheme::Anonymous => "no authentication".to_string(),
                     auth::Scheme::Basic => "basic authentication".to_string(),
                     auth::Scheme::Bearer { realm, .. } => format!("bearer tokens from {realm}"),
@@ -197,20 +203,32 @@ impl Registry {
         }
         let ep = Arc::new(ep);
         *held = Some(ep.clone());
-        Ok(ep)
+        Ok((ep, answered))
     }
 
     /// Run `op` against each source of `r` in turn (SPEC: Networks): each mirror once, without
     /// backoff, skipping one that failed, could not be reached (then for the whole run) or
     /// served wrong bytes for `digest`; then the registry under the full retry policy. A tag
     /// (`digest` None on a manifest path) is not asked of a digest-only mirror.
+    ///
+    /// `first`, the method and headers of the request `op` makes to `path`, lets a host not
+    /// probed yet be probed with that very request; `op` is then handed its answer (None
+    /// otherwise) and must use it rather than send the request again.
     fn with_sources<T>(
         &self,
         r: &Reference,
         path: &str,
         digest: Option<&Digest>,
-        op: impl Fn(&Endpoint, &hosts::Host) -> Result<T, RegistryError>,
+        first: Option<(Method, &[(&str, String)])>,
+        op: impl Fn(&Endpoint, &hosts::Host, Option<Response<Body>>) -> Result<T, RegistryError>,
     ) -> Result<(T, ServedBy), ClientError> {
+        let first_for = |h: &hosts::Host| {
+            first.map(|(method, headers)| auth::First {
+                method,
+                target: target(h, path),
+                headers,
+            })
+        };
         self.check_blocked(r)?;
         let mut all = hosts::hosts_for(r, &self.settings);
         let registry = all
@@ -234,8 +252,8 @@ impl Registry {
             if self.probe_failed_lately(h) {
                 continue;
             }
-            let answer = match self.endpoint_of(h) {
-                Ok(ep) => op(&ep, h).map_err(ClientError::from),
+            let answer = match self.endpoint_of(h, first_for(h).as_ref()) {
+                Ok((ep, answered)) => op(&ep, h, answered).map_err(ClientError::from),
                 Err(e) => {
                     if !unreachable(&e) {
                         self.failed_probes
@@ -264,10 +282,10 @@ impl Registry {
                 }
             }
         }
-        let ep = self.endpoint_of(&registry)?;
-        let v = self
-            .retry
-            .run("", self.reporter.as_ref(), || op(&ep, &registry))?;
+        let (ep, mut answered) = self.endpoint_of(&registry, first_for(&registry).as_ref())?;
+        let v = self.retry.run("", self.reporter.as_ref(), || {
+            op(&ep, &registry, answered.take())
+        })?;
         Ok((v, None))
     }
 
@@ -312,12 +330,18 @@ impl Registry {
         what: &str,
         digest: Option<&Digest>,
     ) -> Result<(Response<Body>, ServedBy), ClientError> {
-        self.with_sources(r, path, digest, |ep, h| {
-            self.request_once(ep, h, r, method, path, headers, what)
-        })
+        self.with_sources(
+            r,
+            path,
+            digest,
+            Some((method, headers)),
+            |ep, h, answered| self.request_once(ep, h, r, method, path, headers, what, answered),
+        )
     }
 
     /// One attempt of [`Registry::request`] (a refused token is still renewed once).
+    /// `answered`: the answer the endpoint's probe got to this very request, used in place of
+    /// sending it.
     #[allow(clippy::too_many_arguments)]
     fn request_once(
         &self,
@@ -328,32 +352,24 @@ impl Registry {
         path: &str,
         headers: &[(&str, String)],
         what: &str,
+        mut answered: Option<Response<Body>>,
     ) -> Result<Response<Body>, RegistryError> {
-        let mut url = format!("{}/v2/{}/{path}", ep.base, h.repository);
-        if let Some(m) = &h.mirror {
-            // containerd's dialect: the registry a mirror is asked on behalf of.
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&format!("ns={}", m.registry));
-        }
+        let url = format!("{}{}", ep.base, target(h, path));
         let scope = format!("repository:{}:pull", h.repository);
         let what = format!("{what} {}", describe(r, path));
         let mut renewed = false;
         let http = self.http.unverified(h.insecure);
         loop {
-            let auth = ep.authorization(&http, &scope)?;
-            let mut resp = http.send(method, &url, headers, auth.as_ref())?;
+            let mut resp = match answered.take() {
+                Some(resp) => resp,
+                None => {
+                    let auth = ep.authorization(&http, &scope)?;
+                    http.send(method, &url, headers, auth.as_ref())?
+                }
+            };
             let status = resp.status().as_u16();
             if path.starts_with("manifests/") {
-                // What Docker Hub counts: a manifest GET (SPEC: Networks, `-v`).
-                let limit = header(&resp, "ratelimit-limit");
-                let remaining = header(&resp, "ratelimit-remaining");
-                if limit.is_some() || remaining.is_some() {
-                    log::info!(
-                        "rate limit: ratelimit-limit {}, ratelimit-remaining {}",
-                        limit.unwrap_or("-"),
-                        remaining.unwrap_or("-")
-                    );
-                }
+                log_rate_limit(&resp);
             }
             if (200..300).contains(&status) {
                 return Ok(resp);
@@ -361,17 +377,18 @@ impl Registry {
             let body = if method == Method::Head {
                 ErrorBody::default()
             } else {
-                let bytes = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 << 10)
-                    .read_to_vec()
-                    .unwrap_or_default();
-                ErrorBody::parse(&bytes)
+                ErrorBody::parse(&http::read_short(&mut resp))
             };
             match status {
                 // A token that the registry refuses although we thought it live has expired
                 // or been revoked mid-pull: fetch a new one once and send again.
+                // An endpoint that needed no authentication so far now asks for it: learn
+                // how, once, and send again.
+                401 if !renewed && ep.adopt_challenge(&resp, &h.api_host) => {
+                    renewed = true;
+                    log::info!("{}: asks for authentication now; sending again", h.api_host);
+                    continue;
+                }
                 401 if ep.uses_tokens() && !renewed && !insufficient_scope(&resp) => {
                     ep.invalidate(&scope);
                     renewed = true;
@@ -398,23 +415,7 @@ impl Registry {
                         body,
                     })
                 }
-                _ => {
-                    let rate_limit = (status == 429).then(|| {
-                        Box::new(errors::RateLimit {
-                            limit: header(&resp, "ratelimit-limit").map(str::to_string),
-                            remaining: header(&resp, "ratelimit-remaining").map(str::to_string),
-                        })
-                    });
-                    return Err(RegistryError::Status {
-                        method: method.as_str(),
-                        url: url.clone(),
-                        status,
-                        body,
-                        retry_after: header(&resp, "retry-after")
-                            .and_then(crate::registry::retry::parse_retry_after),
-                        rate_limit,
-                    });
-                }
+                _ => return Err(status_error(method, url.clone(), body, &resp)),
             }
         }
     }
@@ -437,8 +438,15 @@ fn probe(
     host: &str,
     allow_http: bool,
     credentials: Option<crate::registry::credentials::Credentials>,
-) -> Result<Endpoint, RegistryError> {
-    let https = Endpoint::probe(http, host, format!("https://{host}"), credentials.clone());
+    first: Option<&auth::First<'_>>,
+) -> Result<(Endpoint, Option<Response<Body>>), RegistryError> {
+    let https = Endpoint::probe(
+        http,
+        host,
+        format!("https://{host}"),
+        credentials.clone(),
+        first,
+    );
     match https {
         Ok(ep) => Ok(ep),
         // Only a connection that was made and then failed (a TLS handshake with a plain HTTP
@@ -458,14 +466,14 @@ fn probe(
                     RegistryError::Transport { .. } | RegistryError::Proxy { refused: true, .. }
                 ) =>
         {
+            let not_tls = matches!(&e, RegistryError::Transport { source, .. }
+                if matches!(http::tls_problem(source), Some(http::TlsProblem::NotTls)));
             match &e {
-                RegistryError::Transport { source, .. } => match http::tls_problem(source) {
-                    Some(http::TlsProblem::NotTls) => log::info!("{host}: not TLS, trying HTTP"),
-                    _ => log::info!("{host}: HTTPS failed, trying HTTP"),
-                },
+                _ if not_tls => log::info!("{host}: not TLS, trying HTTP"),
+                RegistryError::Transport { .. } => log::info!("{host}: HTTPS failed, trying HTTP"),
                 _ => log::info!("{host}: the proxy refused HTTPS, trying HTTP"),
             }
-            match Endpoint::probe(http, host, format!("http://{host}"), credentials) {
+            match Endpoint::probe(http, host, format!("http://{host}"), credentials, first) {
                 Ok(ep) => Ok(ep),
                 // The server speaks plain HTTP and answered with a status of its own (a 503
                 // while it starts, say): that answer is the one to retry and to report.
@@ -473,6 +481,9 @@ fn probe(
                 // A proxy refused the plain-HTTP request (a 407, say): the proxy is what the
                 // user has to fix.
                 Err(proxy @ RegistryError::Proxy { .. }) => Err(proxy),
+                // The server answered HTTPS in plain HTTP, so it speaks HTTP: what went wrong
+                // over HTTP (no answer before `--timeout`, a connection cut) is the story.
+                Err(plain @ RegistryError::Transport { .. }) if not_tls => Err(plain),
                 // Otherwise (nothing answered, or a TLS server refused plain HTTP) the HTTPS
                 // failure is what the user can act on: an untrusted certificate, say.
                 Err(_) => Err(e),
@@ -480,6 +491,57 @@ fn probe(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What Docker Hub counts, a manifest GET, with its figures when the registry sends them
+/// (SPEC: Networks, `-v`).
+fn log_rate_limit(resp: &Response<Body>) {
+    let limit = header(resp, "ratelimit-limit");
+    let remaining = header(resp, "ratelimit-remaining");
+    if limit.is_some() || remaining.is_some() {
+        log::info!(
+            "rate limit: ratelimit-limit {}, ratelimit-remaining {}",
+            limit.unwrap_or("-"),
+            remaining.unwrap_or("-")
+        );
+    }
+}
+
+/// The error of an answer whose status has no meaning of its own (a 5xx, a 429 with the
+/// registry's rate-limit figures, ...), retried where the status is transient.
+fn status_error(
+    method: Method,
+    url: String,
+    body: ErrorBody,
+    resp: &Response<Body>,
+) -> RegistryError {
+    let status = resp.status().as_u16();
+    let rate_limit = (status == 429).then(|| {
+        Box::new(errors::RateLimit {
+            limit: header(resp, "ratelimit-limit").map(str::to_string),
+            remaining: header(resp, "ratelimit-remaining").map(str::to_string),
+        })
+    });
+    RegistryError::Status {
+        method: method.as_str(),
+        url,
+        status,
+        body,
+        retry_after: header(resp, "retry-after")
+            .and_then(crate::registry::retry::parse_retry_after),
+        rate_limit,
+    }
+}
+
+/// The path and query of a request to `path` in `h`'s repository: `/v2/<repository>/<path>`,
+/// and for a mirror the registry it is asked on behalf of (containerd's `ns=` dialect).
+fn target(h: &hosts::Host, path: &str) -> String {
+    let mut t = format!("/v2/{}/{path}", h.repository);
+    if let Some(m) = &h.mirror {
+        t.push(if t.contains('?') { '&' } else { '?' });
+        t.push_str(&format!("ns={}", m.registry));
+    }
+    t
 }
 
 /// The endpoint cache's key for a host: where, whether plain HTTP may be tried, and whose

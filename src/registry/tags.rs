@@ -38,12 +38,25 @@ impl Registry {
             self.check_blocked(r)?;
             // Tags come from the registry itself: a mirror's list is its cache, not the tags.
             let host = self.registry_host(r);
-            let ep = self.endpoint_of(&host)?;
+            let first = super::auth::First {
+                method: Method::Get,
+                target: super::target(&host, &path),
+                headers: &[],
+            };
+            let (ep, mut answered) = self.endpoint_of(&host, Some(&first))?;
             let url = format!("{}/v2/{}/{path}", ep.base, host.repository);
             // The body is read inside the retried operation, as a manifest's is.
             let (body, next) = self.retry.run("", self.reporter.as_ref(), || {
-                let resp =
-                    self.request_once(&ep, &host, r, Method::Get, &path, &[], "tag list of")?;
+                let resp = self.request_once(
+                    &ep,
+                    &host,
+                    r,
+                    Method::Get,
+                    &path,
+                    &[],
+                    "tag list of",
+                    answered.take(),
+                )?;
                 let next = header(&resp, "link").and_then(next_link);
                 let mut body = Vec::new();
                 resp.into_body()

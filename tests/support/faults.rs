@@ -3,10 +3,11 @@
 //! stalls mid-way, 5xx/429 answers (with `Retry-After`), a flipped byte, `Range` ignored, a 206
 //! with the wrong `Content-Range`, latency added to requests; and for what an old client or
 //! registry does: manifests asked for with a schema1-only `Accept`, schema1 served unsigned, a
-//! crafted answer for one path. A test arms faults at runtime; each fires a bounded number of
-//! times, on the requests whose path contains a given substring. Counters say what went over
-//! the wire. Request and response heads are read by the same code as the test servers'
-//! (`httpd::read_head`).
+//! crafted answer for one path, part of a registry opened to everyone by the proxy's own
+//! credentials. A test arms faults at runtime; each fires a bounded number of times, on the
+//! requests whose path contains a given substring (or is exactly the one given after `=`).
+//! Counters say what went over the wire. Request and response heads are read by the same code
+//! as the test servers' (`httpd::read_head`).
 //!
 //! Raw TCP, one request per connection (`Connection: close` to both sides). Response bodies are
 //! relayed as they arrive, never buffered whole: tests move 100 MB through it. Listens on
@@ -84,6 +85,7 @@ enum Kind {
         after: u64,
     },
     Accept(String),
+    Authorize(String),
     Unsign,
     Throttle {
         bytes_per_sec: u64,
@@ -222,6 +224,14 @@ impl FaultProxy {
         self.shared.arm(path_part, Kind::Accept(value), u32::MAX);
     }
 
+    /// Every request from now on: forward it with `Authorization: value` instead of the
+    /// client's, as a front end that opens part of a registry to everyone would (the
+    /// registry behind it asks for a login everywhere else).
+    pub fn authorize(&self, path_part: &str, value: &str) {
+        let value = value.replace(['\r', '\n'], "");
+        self.shared.arm(path_part, Kind::Authorize(value), u32::MAX);
+    }
+
     /// Every signed schema1 manifest from now on: serve it without its signatures, as
     /// `application/vnd.docker.distribution.manifest.v1+json` (as some old registries do).
     pub fn unsign_schema1(&self, path_part: &str) {
@@ -271,6 +281,16 @@ impl FaultProxy {
             .iter()
             .filter(|e| e.method == "GET" && e.path.contains(path_part))
             .map(|e| e.range.clone())
+            .collect()
+    }
+
+    /// Every request so far, in the order they came: (method, path).
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.shared
+            .state()
+            .exchanges
+            .iter()
+            .map(|e| (e.method.clone(), e.path.clone()))
             .collect()
     }
 
@@ -335,7 +355,7 @@ impl Shared {
         let fault = state
             .faults
             .iter_mut()
-            .find(|f| f.left > 0 && path.contains(&f.path_part) && wanted(&f.kind))?;
+            .find(|f| f.left > 0 && matches_target(&f.path_part, path) && wanted(&f.kind))?;
         if fault.skip > 0 {
             fault.skip -= 1;
             return None;
@@ -353,6 +373,15 @@ impl Shared {
             body_bytes: Arc::clone(&body_bytes),
         });
         body_bytes
+    }
+}
+
+/// Does a fault armed for `path_part` apply to `target`: `=/v2/` names one target exactly,
+/// anything else is a part of it.
+fn matches_target(path_part: &str, target: &str) -> bool {
+    match path_part.strip_prefix('=') {
+        Some(exact) => target == exact,
+        None => target.contains(path_part),
     }
 }
 
@@ -456,6 +485,10 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         Some(Kind::Accept(v)) => Some(v),
         _ => None,
     };
+    let authorize = match shared.take(&target, |k| matches!(k, Kind::Authorize(_))) {
+        Some(Kind::Authorize(v)) => Some(v),
+        _ => None,
+    };
 
     // Forward the request, asking the upstream to close after its answer.
     let upstream = match connect(&shared.upstream) {
@@ -467,6 +500,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
         if hop_by_hop(name)
             || (drop_range && name.eq_ignore_ascii_case("range"))
             || (accept.is_some() && name.eq_ignore_ascii_case("accept"))
+            || (authorize.is_some() && name.eq_ignore_ascii_case("authorization"))
         {
             continue;
         }
@@ -474,6 +508,9 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     }
     if let Some(v) = &accept {
         head.push_str(&format!("Accept: {v}\r\n"));
+    }
+    if let Some(v) = &authorize {
+        head.push_str(&format!("Authorization: {v}\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");
     let mut to_upstream = &upstream;
