@@ -154,6 +154,7 @@ impl<'i> Chunked<'i> {
         self.file
             .write_all_at(bytes, at)
             .map_err(|e| self.io("writing", e))?;
+        super::writeback::after_write(self.file, at, at + bytes.len() as u64);
         // A writer never waits for the lock: while another thread hashes (a read-back after a
         // completion), these bytes are left for the read-back too.
         let mut state = match self.state.try_lock() {

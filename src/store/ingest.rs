@@ -138,6 +138,11 @@ impl Ingest<'_> {
         &self.digest
     }
 
+    /// Bytes handed to the file so far (the rest of the hashed ones wait in the buffer).
+    fn handed(&self) -> u64 {
+        self.offset() - self.out.buffer().len() as u64
+    }
+
     /// Append bytes. More than the descriptor's size is refused (nothing of them is written).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
         if self.offset() + bytes.len() as u64 > self.size {
@@ -160,10 +165,12 @@ impl Ingest<'_> {
             self.chunks = None;
             self.tail_dirty = false;
         }
+        let handed = self.handed();
         self.out
             .write_all(bytes)
             .map_err(|e| self.io("writing", e))?;
         self.hasher.update(bytes);
+        super::writeback::after_write(self.out.get_ref(), handed, self.handed());
         if let Some(d) = self.diff_id.as_mut() {
             d.update(bytes).map_err(|source| IngestError::Layer {
                 digest: self.digest.clone(),

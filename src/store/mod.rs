@@ -22,6 +22,7 @@ pub mod gc;
 pub mod ingest;
 mod locks;
 pub mod walk;
+mod writeback;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
