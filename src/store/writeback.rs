@@ -9,21 +9,21 @@ use std::fs::File;
 /// Bytes between two writeback requests for one file.
 pub(super) const WINDOW: u64 = 8 << 20;
 
-/// A write covered `[start, end)` of `file`: when it crossed a multiple of [`WINDOW`], ask for
-/// the window that ends at the last one crossed. Advice only: a failure changes nothing (the
-/// final sync reports real write errors).
+/// A write covered `[start, end)` of `file`: when it completed one or more windows (crossed a
+/// multiple of [`WINDOW`]), ask for them. Advice only: a failure changes nothing (the final
+/// sync reports real write errors).
 pub(super) fn after_write(file: &File, start: u64, end: u64) {
-    if let Some(at) = window(start, end) {
-        start_writeback(file, at, WINDOW);
+    if let Some((at, len)) = completed(start, end) {
+        start_writeback(file, at, len);
     }
 }
 
-/// Where the window to write back starts, when a write over `[start, end)` crossed a multiple
-/// of [`WINDOW`]: the window that ends at the last multiple crossed.
-fn window(start: u64, end: u64) -> Option<u64> {
-    let boundary = end / WINDOW * WINDOW;
-    // A multiple above `start` is at least one window.
-    (boundary > start).then(|| boundary - WINDOW)
+/// The windows a write over `[start, end)` completed, as one range: from the window `start`
+/// is in to the last multiple of [`WINDOW`] at or below `end`.
+fn completed(start: u64, end: u64) -> Option<(u64, u64)> {
+    let from = start / WINDOW * WINDOW;
+    let to = end / WINDOW * WINDOW;
+    (to > start).then(|| (from, to - from))
 }
 
 #[cfg(target_os = "linux")]
@@ -47,20 +47,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_window_is_asked_for_once_its_last_byte_is_written() {
+    fn the_windows_a_write_completes_are_asked_for() {
         const W: u64 = WINDOW;
         // Writes that stay inside a window ask for nothing.
-        assert_eq!(window(0, 1), None);
-        assert_eq!(window(0, W - 1), None);
-        assert_eq!(window(W + 1, 2 * W - 1), None);
+        assert_eq!(completed(0, 1), None);
+        assert_eq!(completed(0, W - 1), None);
+        assert_eq!(completed(W + 1, 2 * W - 1), None);
         // The write that completes a window asks for it, and only that one.
-        assert_eq!(window(W - 10, W), Some(0));
-        assert_eq!(window(W, W + 10), None);
-        assert_eq!(window(3 * W - 1, 3 * W + 5), Some(2 * W));
-        // A write over several windows asks for the last one it completed.
-        assert_eq!(window(100, 3 * W + 7), Some(2 * W));
+        assert_eq!(completed(W - 10, W), Some((0, W)));
+        assert_eq!(completed(W, W + 10), None);
+        assert_eq!(completed(3 * W - 1, 3 * W + 5), Some((2 * W, W)));
+        // A write over several windows asks for every one it completed.
+        assert_eq!(completed(100, 3 * W + 7), Some((0, 3 * W)));
+        assert_eq!(completed(W + 5, 3 * W), Some((W, 2 * W)));
         // An empty write, wherever it is, asks for nothing.
-        assert_eq!(window(W, W), None);
-        assert_eq!(window(5 * W, 5 * W), None);
+        assert_eq!(completed(W, W), None);
+        assert_eq!(completed(5 * W, 5 * W), None);
     }
 }
