@@ -670,7 +670,10 @@ def generate_many(count, out):
 
 class LatencyProxy:
     """HTTP/1.1 with keep-alive, one upstream connection per client connection, `delay` seconds
-    added to each new connection (its handshake) and to each request (its round trip). Counts
+    added to each new connection (its handshake) and to each request (its round trip). The
+    handshake's round trip counts from the connection's accept, as a real one does: a client
+    that connects and sends at once waits both; one that connected ahead waits only what is
+    left of the handshake when its first request comes. Counts
     client connections and requests; GET /_latency/stats and /_latency/clear answer itself.
     A TLS hello is answered as Go's HTTP server does (400), so a client probing HTTPS first
     gets its answer at once."""
@@ -683,6 +686,7 @@ class LatencyProxy:
         self.stats = {"connections": 0, "requests": 0}
 
     def handle(self, c):
+        accepted = time.monotonic()
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         cf, cw, u = c.makefile("rb", buffering=1 << 20), c.makefile("wb", buffering=1 << 20), None
         try:
@@ -710,7 +714,8 @@ class LatencyProxy:
                     self.stats["requests"] += 1
                 counted = True
                 if u is None:
-                    time.sleep(self.delay)  # the handshake's round trip
+                    # What is left of the handshake's round trip.
+                    time.sleep(max(0.0, accepted + self.delay - time.monotonic()))
                     u = socket.create_connection(self.upstream)
                     u.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     uf, uw = u.makefile("rb", buffering=1 << 20), u.makefile("wb", buffering=1 << 20)
