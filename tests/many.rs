@@ -114,6 +114,145 @@ fn references_are_resolved_side_by_side() {
     );
 }
 
+/// While a slow first manifest is in flight, the connections its blobs will take are opened
+/// beside it: the blob requests come on connections accepted before the manifest was
+/// answered, so none of them waits a handshake after it. (The proxy closes each connection
+/// after one request, so every blob request is on a connection of its own.)
+#[test]
+fn blob_connections_are_opened_while_a_slow_manifest_is_in_flight() {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        (0..3).map(|i| random_layer(9560 + i, 20_000)).collect(),
+    );
+    let plain = world().plain().host();
+    push_image(&plain, "many/ahead", "1", &img);
+    let proxy = support::faults::FaultProxy::start(&plain).unwrap();
+    let held = std::time::Duration::from_millis(400);
+    proxy.delay("/manifests/", held);
+    let dest = world().temp_dir().join("store");
+    run(imagec()
+        .args(["pull", "-q", "--jobs", "4", "--dest"])
+        .arg(&dest)
+        .arg(format!("{}/many/ahead:1", proxy.host())))
+    .expect(0);
+    let timeline = proxy.timeline();
+    let answered = timeline
+        .iter()
+        .find(|(m, p, _, _)| m == "GET" && p.contains("/manifests/"))
+        .map(|(_, _, _, received)| *received + held)
+        .expect("the manifest was asked for");
+    let blobs: Vec<_> = timeline
+        .iter()
+        .filter(|(m, p, _, _)| m == "GET" && p.contains("/blobs/"))
+        .collect();
+    assert_eq!(blobs.len(), 4, "{timeline:?}");
+    let ahead = blobs.iter().filter(|(_, _, a, _)| *a < answered).count();
+    // --jobs 4: the connections of 3 transfers besides the manifest's, at least.
+    assert!(
+        ahead >= 3,
+        "{ahead} of 4 blob requests came on connections opened before the manifest's answer"
+    );
+}
+
+/// A TCP relay to `upstream` on a free loopback port that holds back the first connection's
+/// answer (its first bytes from the upstream) for `hold`: a TLS registry far away, for its
+/// first connection. Records when each connection was accepted. Each relay thread ends with
+/// its connection; the accept loop after [`RELAY_LIFE`].
+struct SlowFirstRelay {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+}
+
+const RELAY_LIFE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl SlowFirstRelay {
+    fn start(upstream: String, hold: std::time::Duration) -> SlowFirstRelay {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = accepted.clone();
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + RELAY_LIFE;
+            while std::time::Instant::now() < until {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                };
+                let first = {
+                    let mut log = log.lock().unwrap();
+                    log.push(std::time::Instant::now());
+                    log.len() == 1
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let copy = |mut from: TcpStream, mut to: TcpStream, wait: bool| {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut waited = !wait;
+                        let _ = from.set_read_timeout(Some(RELAY_LIFE));
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            if !waited {
+                                std::thread::sleep(hold);
+                                waited = true;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    })
+                };
+                copy(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    false,
+                );
+                copy(server, client, first);
+            }
+        });
+        SlowFirstRelay { addr, accepted }
+    }
+}
+
+/// The same over TLS: TLS is set up on the connections opened ahead (they are plain TCP until
+/// a request takes one), with the private CA, and the pull completes.
+#[test]
+fn tls_is_set_up_on_connections_opened_ahead() {
+    let img = image(
+        Format::Docker,
+        "linux",
+        "amd64",
+        (0..3).map(|i| random_layer(9570 + i, 20_000)).collect(),
+    );
+    push_image(&world().plain().host(), "many/ahead-tls", "1", &img);
+    let held = std::time::Duration::from_millis(400);
+    let relay = SlowFirstRelay::start(world().tls().host(), held);
+    let started = std::time::Instant::now();
+    run(imagec()
+        .args(["pull", "-q", "--jobs", "4", "--dest"])
+        .arg(world().temp_dir().join("store"))
+        .arg("--ca-cert")
+        .arg(world().ca_cert_path())
+        .arg(format!("{}/many/ahead-tls:1", relay.addr)))
+    .expect(0);
+    let accepted = relay.accepted.lock().unwrap().clone();
+    // The first connection's answer came at `held` at the earliest: 3 more were opened while
+    // it was held, and nothing needed another after it.
+    let before = accepted.iter().filter(|a| **a < started + held).count();
+    assert!(before >= 4, "{before} connections before the first answer");
+    assert_eq!(accepted.len(), before, "{accepted:?}");
+}
+
 /// Regression: the `/v2/` probe's answer was dropped unread, which closed its connection, so
 /// the first manifest request opened another. With one job, one connection carries the
 /// probe, the manifest and the blobs.

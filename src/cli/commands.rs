@@ -35,7 +35,13 @@ pub(super) fn cmd_pull(a: PullArgs) -> Result<u8, Failure> {
         return dry_run(&settings, &image, &refs);
     }
     let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
-    let registry = Registry::new(settings.registry.clone(), reporter.clone())?;
+    let registry = Registry::new(
+        crate::registry::RegistrySettings {
+            preconnect: a.jobs as usize,
+            ..settings.registry.clone()
+        },
+        reporter.clone(),
+    )?;
     let opts = PullOptions {
         platform: image.platform.clone(),
         jobs: a.jobs as usize,
@@ -376,10 +382,17 @@ fn pull_images(
         return Err(Error::Unsupported(what).into());
     }
     let (reporter, on_interrupt) = super::pull_reporter(&settings, true);
-    let registry = Registry::new(settings.registry.clone(), reporter)?;
+    let jobs = 4;
+    let registry = Registry::new(
+        crate::registry::RegistrySettings {
+            preconnect: jobs,
+            ..settings.registry.clone()
+        },
+        reporter,
+    )?;
     let opts = PullOptions {
         platform: image.platform.clone(),
-        jobs: 4,
+        jobs,
         chunk_size: crate::pull::chunks::DEFAULT_CHUNK_SIZE,
         format: crate::pull::Format::Oci,
         cache: None,

@@ -166,6 +166,7 @@ impl Settings {
                 attempts: a.retries,
                 retry_base: env.retry_base.unwrap_or(retry::DEFAULT_BASE),
                 mirrors,
+                preconnect: 0,
             },
         })
     }

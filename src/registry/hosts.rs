@@ -264,6 +264,7 @@ mod tests {
             attempts: 1,
             retry_base: std::time::Duration::ZERO,
             mirrors: rules,
+            preconnect: 0,
         }
     }
 

@@ -11,6 +11,8 @@ use ureq::Body;
 
 use super::certs::pem_certs;
 use super::errors::RegistryError;
+pub use super::preconnect::Opening;
+use super::preconnect::{Ahead, PreconnectingConnector};
 use crate::registry::credentials::Secret;
 
 /// How the agent is built; resolved once from flags.
@@ -86,6 +88,9 @@ struct Agents {
     /// rule does not cover) is still verified.
     unverified_by_host: HashMap<String, ureq::Agent>,
     proxy: super::proxy::ProxyRules,
+    /// Connections opened ahead, which every agent's connector takes before opening its own.
+    ahead: std::sync::Arc<Ahead>,
+    connect_timeout: Duration,
     /// `--timeout` bounds the whole run: each request gets what is left of it, and ureq keeps
     /// counting while the body is read.
     deadline: Option<(Instant, Duration)>,
@@ -114,6 +119,7 @@ impl Http {
         } else {
             Some(root_certs_with(&settings.ca_certs)?)
         };
+        let ahead = std::sync::Arc::new(Ahead::default());
         let mut by_host = HashMap::new();
         let mut unverified_by_host = HashMap::new();
         let mut hosts: Vec<String> = settings
@@ -171,9 +177,10 @@ impl Http {
             };
             if insecure {
                 log::info!("{host}: TLS not verified where it is configured insecure");
-                unverified_by_host.insert(key.clone(), agent_with(settings, host_tls(true)));
+                unverified_by_host
+                    .insert(key.clone(), agent_with(settings, host_tls(true), &ahead));
             }
-            by_host.insert(key, agent_with(settings, host_tls(false)));
+            by_host.insert(key, agent_with(settings, host_tls(false), &ahead));
         }
         let mut tls = tls();
         if let Some(r) = roots {
@@ -181,10 +188,12 @@ impl Http {
         }
         Ok(Http {
             inner: std::sync::Arc::new(Agents {
-                agent: agent_with(settings, tls.build()),
+                agent: agent_with(settings, tls.build(), &ahead),
+                ahead,
                 by_host,
                 unverified_by_host,
                 proxy: settings.proxy.clone(),
+                connect_timeout: settings.connect_timeout,
                 deadline: settings
                     .timeout
                     .and_then(|t| Some((Instant::now().checked_add(t)?, t))),
@@ -200,6 +209,22 @@ impl Http {
             inner: self.inner.clone(),
             unverified: yes,
         }
+    }
+
+    /// Open `n` connections to `authority` in the background, for the requests that will
+    /// follow the one about to be sent, unless its answer comes first (drop the guard when it
+    /// has); nothing when a proxy would carry them (see [`super::preconnect`]).
+    pub fn preconnect(&self, authority: &str, n: usize) -> Opening {
+        let proxied = ["https", "http"].iter().any(|s| {
+            self.inner
+                .proxy
+                .for_url(&format!("{s}://{authority}/v2/"))
+                .is_some()
+        });
+        let n = if proxied { 0 } else { n };
+        self.inner
+            .ahead
+            .open(authority, n, self.inner.connect_timeout)
     }
 
     /// The agent for a URL: its host's own, when it has a certs.d directory (or, for an
@@ -432,9 +457,13 @@ fn proxy_auth_reason(status: &str, sent_credentials: bool) -> String {
 /// An agent with imagec's settings and this TLS setup. Its connections follow the proxy
 /// rules: plain HTTP through an `http://` proxy in absolute form (see
 /// [`super::proxy::absolute_form`]), HTTPS through the `CONNECT` proxy each request names.
-fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
+fn agent_with(
+    settings: &HttpSettings,
+    tls: TlsConfig,
+    ahead: &std::sync::Arc<Ahead>,
+) -> ureq::Agent {
     use super::proxy::absolute_form::{ProxyConnector, ProxyResolver};
-    use ureq::unversioned::transport::{Connector as _, DefaultConnector};
+    use ureq::unversioned::transport::Connector as _;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -449,7 +478,8 @@ fn agent_with(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
         .max_idle_connections(256)
         .max_idle_connections_per_host(MAX_JOBS)
         .build();
-    let connector = DefaultConnector::new().chain(ProxyConnector::new(settings.proxy.clone()));
+    let connector = PreconnectingConnector::new(ahead.clone())
+        .chain(ProxyConnector::new(settings.proxy.clone()));
     ureq::Agent::with_parts(
         config,
         connector,

@@ -16,6 +16,7 @@ pub mod errors;
 pub mod hosts;
 pub mod http;
 mod manifests;
+mod preconnect;
 pub mod proxy;
 pub mod registries_conf;
 pub mod retry;
@@ -53,6 +54,9 @@ pub struct RegistrySettings {
     pub retry_base: std::time::Duration,
     /// Mirrors and registry locations (`--mirror`, registries.conf).
     pub mirrors: Vec<hosts::Rule>,
+    /// Connections a pull's transfers will use per host (its `--jobs`; 0 for a command that
+    /// fetches no blobs): opened while the first manifest `GET` to the host is in flight.
+    pub preconnect: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +187,15 @@ impl Registry {
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
         let http = self.http.unverified(h.insecure);
+        // A manifest GET (not a re-pull's HEAD) is followed by blobs: their connections are
+        // opened beside it, when it is slow to come back. One more when HTTPS may be tried
+        // first and refused by a plain-HTTP server, which closes the connection it tried on.
+        let _opening = (self.settings.preconnect > 0
+            && first.is_some_and(|f| f.method == Method::Get))
+        .then(|| {
+            let n = self.settings.preconnect - 1 + usize::from(h.allow_http);
+            http.preconnect(&host, n)
+        });
         let (ep, answered) = if h.mirror.is_some() {
             probe(&http, &host, h.allow_http, credentials, first)?
         } else {

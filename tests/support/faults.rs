@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::httpd::{read_head, Head};
 use super::schema1;
@@ -107,6 +107,9 @@ struct Exchange {
     /// The `Range` header it carried.
     range: Option<String>,
     body_bytes: Arc<AtomicU64>,
+    /// When its connection was accepted, and when its head had come.
+    accepted: Instant,
+    received: Instant,
 }
 
 impl FaultProxy {
@@ -294,6 +297,17 @@ impl FaultProxy {
             .collect()
     }
 
+    /// Every request so far, in the order they came: (method, path, when its connection was
+    /// accepted, when its head had come). One request per connection.
+    pub fn timeline(&self) -> Vec<(String, String, Instant, Instant)> {
+        self.shared
+            .state()
+            .exchanges
+            .iter()
+            .map(|e| (e.method.clone(), e.path.clone(), e.accepted, e.received))
+            .collect()
+    }
+
     /// The most requests it was answering at one time.
     pub fn peak_in_flight(&self) -> usize {
         self.shared.peak.load(Ordering::SeqCst)
@@ -364,13 +378,21 @@ impl Shared {
         Some(fault.kind.clone())
     }
 
-    fn record(&self, method: &str, path: &str, range: Option<&str>) -> Arc<AtomicU64> {
+    fn record(
+        &self,
+        method: &str,
+        path: &str,
+        range: Option<&str>,
+        accepted: Instant,
+    ) -> Arc<AtomicU64> {
         let body_bytes = Arc::new(AtomicU64::new(0));
         self.state().exchanges.push(Exchange {
             method: method.to_string(),
             path: path.to_string(),
             range: range.map(str::to_string),
             body_bytes: Arc::clone(&body_bytes),
+            accepted,
+            received: Instant::now(),
         });
         body_bytes
     }
@@ -395,6 +417,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             thread::sleep(Duration::from_millis(10));
             continue;
         };
+        let accepted = Instant::now();
         let shared = Arc::clone(&shared);
         // A thread that cannot be started drops the connection: the client sees a reset.
         let _ = thread::Builder::new()
@@ -403,13 +426,13 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 shared.peak.fetch_max(now, Ordering::SeqCst);
                 // Errors are a peer going away or sending garbage: the connection just ends.
-                let _ = handle(&shared, &stream);
+                let _ = handle(&shared, &stream, accepted);
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             });
     }
 }
 
-fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
+fn handle(shared: &Shared, client: &TcpStream, accepted: Instant) -> io::Result<()> {
     client.set_read_timeout(Some(IO_TIMEOUT))?;
     client.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut from_client = BufReader::new(client);
@@ -434,7 +457,7 @@ fn handle(shared: &Shared, client: &TcpStream) -> io::Result<()> {
     }
     // Faults match the whole target (query included); exchanges are recorded by path.
     let path = target.split('?').next().unwrap_or("").to_string();
-    let sent = shared.record(&method, &path, request.header("range"));
+    let sent = shared.record(&method, &path, request.header("range"), accepted);
 
     // Latency: the request waits before anything else happens to it (a distant registry).
     if let Some(Kind::Delay { by }) = shared.take(&target, |k| matches!(k, Kind::Delay { .. })) {
