@@ -212,8 +212,9 @@ impl Http {
     }
 
     /// Open `n` connections to `authority` in the background, for the requests that will
-    /// follow the one about to be sent, unless its answer comes first (drop the guard when it
-    /// has); nothing when a proxy would carry them (see [`super::preconnect`]).
+    /// follow the one about to be sent, unless its answer comes soon after its connection is
+    /// made (drop the guard when it has); nothing when a proxy would carry them (see
+    /// [`super::preconnect`]).
     pub fn preconnect(&self, authority: &str, n: usize) -> Opening {
         let proxied = ["https", "http"].iter().any(|s| {
             self.inner
@@ -224,7 +225,7 @@ impl Http {
         let n = if proxied { 0 } else { n };
         self.inner
             .ahead
-            .open(authority, n, self.inner.connect_timeout)
+            .want(authority, n, self.inner.connect_timeout)
     }
 
     /// The agent for a URL: its host's own, when it has a certs.d directory (or, for an

@@ -187,15 +187,11 @@ impl Registry {
         }
         let credentials = self.settings.credentials.lookup(&h.credentials_for)?;
         let http = self.http.unverified(h.insecure);
-        // A manifest GET (not a re-pull's HEAD) is followed by blobs: their connections are
-        // opened beside it, when it is slow to come back. One more when HTTPS may be tried
-        // first and refused by a plain-HTTP server, which closes the connection it tried on.
-        let _opening = (self.settings.preconnect > 0
+        // A manifest GET (not a re-pull's HEAD) is followed by blobs: the connections of the
+        // other transfers are opened beside it when it is slow to come back.
+        let _opening = (self.settings.preconnect > 1
             && first.is_some_and(|f| f.method == Method::Get))
-        .then(|| {
-            let n = self.settings.preconnect - 1 + usize::from(h.allow_http);
-            http.preconnect(&host, n)
-        });
+        .then(|| http.preconnect(&host, self.settings.preconnect - 1));
         let (ep, answered) = if h.mirror.is_some() {
             probe(&http, &host, h.allow_http, credentials, first)?
         } else {

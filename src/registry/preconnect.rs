@@ -5,14 +5,16 @@
 //! these before it opens a connection of its own; TLS, when the URL wants it, is set up on it
 //! as on any other.
 //!
-//! Only for hosts reached directly: a request that goes through a proxy never gets one, and
+//! They are opened only when that request has no answer [`OPEN_AFTER`] after its own
+//! connection was made (a registry on this machine or its network has answered by then), and
+//! only for hosts reached directly: a request that goes through a proxy never gets one, and
 //! nothing is opened ahead to a host the proxy rules send through a proxy. A connection
 //! opened ahead and not taken within [`FRESH_FOR`], or closed by the server meanwhile, is
 //! dropped rather than used.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,13 +24,20 @@ use ureq::unversioned::transport::{
     RustlsConnector, Transport,
 };
 
-/// Connections are opened ahead only when the request that asks for them is still waiting
-/// this long after it was sent: a registry on this machine or this network answers first, and
-/// the connections would be opened (by this process and accepted by the registry) for a gain
-/// smaller than their cost. One further away takes a round trip for the handshake and another
-/// for the answer; the connections opened ahead are ready before the answer when a round trip
-/// is longer than this.
+/// How long the first request to a host may take, from the moment its connection is made,
+/// before connections are opened ahead: a registry on this machine or its network has answered
+/// by then, and the connections would cost this process and the registry more than they save.
+/// One further away takes a round trip for the answer, and the connections opened ahead (a
+/// round trip each, side by side) are ready about this much after it.
 pub const OPEN_AFTER: Duration = Duration::from_millis(5);
+
+/// The most connections opened ahead to one host: a pull at a high `--jobs` opens the rest as
+/// it goes, as before (an image with one layer would leave most of 63 unused).
+pub const MAX_AHEAD: usize = 8;
+
+/// A connection opened ahead is used within this long or not at all: servers close idle
+/// connections (nginx after 60 s by default, some load balancers sooner).
+pub const FRESH_FOR: Duration = Duration::from_secs(5);
 
 /// Dropped when the request that asked for connections ahead has its answer.
 #[must_use]
@@ -40,55 +49,67 @@ impl Drop for Opening {
     }
 }
 
-/// A connection opened ahead is used within this long or not at all: servers close idle
-/// connections (nginx after 60 s by default, some load balancers sooner).
-pub const FRESH_FOR: Duration = Duration::from_secs(5);
+/// A host's wish for connections ahead, until its first request's connection is made.
+#[derive(Debug)]
+struct Want {
+    n: usize,
+    timeout: Duration,
+    answered: Arc<AtomicBool>,
+}
 
 /// The connections opened ahead, shared by every agent of a run.
 #[derive(Debug, Default)]
 pub struct Ahead {
     ready: Mutex<Vec<(SocketAddr, TcpStream, Instant)>>,
-    /// Authorities already opened to: once per host and run.
-    opened: Mutex<HashSet<String>>,
+    /// By authority (`host[:port]`, lowercase, as URLs name it).
+    wants: Mutex<HashMap<String, Want>>,
+    /// Authorities already asked for: once per host and run.
+    asked: Mutex<HashSet<String>>,
 }
 
 impl Ahead {
-    /// Open `n` connections to `authority` (`host[:port]`; 443 when no port is named: HTTPS
-    /// is what is tried first) in the background, unless the request that asks has its answer
-    /// within [`OPEN_AFTER`]: the returned guard says so when dropped. Once per authority and
-    /// run; failures are left for the requests themselves to meet and report.
-    pub fn open(self: &Arc<Self>, authority: &str, n: usize, timeout: Duration) -> Opening {
+    /// The request about to be sent to `authority` is followed by others: once its own
+    /// connection is made, open `n` more (at most [`MAX_AHEAD`]) unless it has its answer
+    /// within [`OPEN_AFTER`]; the returned guard says it has when dropped. Once per authority
+    /// and run; failures are left for the requests themselves to meet and report.
+    pub fn want(&self, authority: &str, n: usize, timeout: Duration) -> Opening {
         let answered = Arc::new(AtomicBool::new(false));
-        let guard = Opening(answered.clone());
         let authority = authority.to_ascii_lowercase();
-        if n == 0
-            || !self
-                .opened
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(authority.clone())
-        {
-            return guard;
+        let first = lock(&self.asked).insert(authority.clone());
+        if n > 0 && first {
+            let want = Want {
+                n: n.min(MAX_AHEAD),
+                timeout,
+                answered: answered.clone(),
+            };
+            lock(&self.wants).insert(authority, want);
         }
-        let target = with_port(&authority);
+        Opening(answered)
+    }
+
+    /// The connector made a connection of its own to `authority`, whose addresses are
+    /// `addrs`: when that host wants connections ahead, start opening them (after
+    /// [`OPEN_AFTER`], if its request has no answer by then).
+    fn connected(self: &Arc<Self>, authority: &str, addrs: &[SocketAddr]) {
+        let Some(want) = lock(&self.wants).remove(&authority.to_ascii_lowercase()) else {
+            return;
+        };
+        let addrs = addrs.to_vec();
         let ahead = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("preconnect".into())
             .spawn(move || {
                 std::thread::sleep(OPEN_AFTER);
-                if answered.load(Ordering::SeqCst) {
+                if want.answered.load(Ordering::SeqCst) {
                     return;
                 }
-                let Ok(addrs) = target.to_socket_addrs() else {
-                    return;
-                };
-                let addrs: Vec<SocketAddr> = addrs.collect();
                 std::thread::scope(|s| {
-                    for _ in 0..n {
-                        s.spawn(|| {
+                    for _ in 0..want.n {
+                        // A thread that cannot be started (a pids limit) is one fewer.
+                        let _ = std::thread::Builder::new().spawn_scoped(s, || {
                             // The first address that connects, in the resolver's order (ureq's).
                             for addr in &addrs {
-                                if let Ok(stream) = TcpStream::connect_timeout(addr, timeout) {
+                                if let Ok(stream) = TcpStream::connect_timeout(addr, want.timeout) {
                                     let _ = stream.set_nodelay(true);
                                     ahead.put(*addr, stream);
                                     return;
@@ -101,19 +122,15 @@ impl Ahead {
         if let Err(e) = spawned {
             log::debug!("not opening connections ahead to {authority}: {e}");
         }
-        guard
     }
 
     fn put(&self, addr: SocketAddr, stream: TcpStream) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((addr, stream, Instant::now()));
+        lock(&self.ready).push((addr, stream, Instant::now()));
     }
 
     /// A fresh, still open connection to one of `addrs`, if one was opened ahead.
     fn take(&self, addrs: &[SocketAddr]) -> Option<TcpStream> {
-        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ready = lock(&self.ready);
         ready.retain(|(_, _, at)| at.elapsed() < FRESH_FOR);
         while let Some(i) = ready.iter().position(|(a, _, _)| addrs.contains(a)) {
             let (_, stream, _) = ready.swap_remove(i);
@@ -125,14 +142,8 @@ impl Ahead {
     }
 }
 
-/// `host:port`, with HTTPS's port when the authority names none.
-fn with_port(authority: &str) -> String {
-    let after_bracket = authority.rsplit(']').next().unwrap_or(authority);
-    if after_bracket.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:443")
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Nothing to read and no end of stream: the server has not closed it (nor sent anything,
@@ -198,7 +209,13 @@ impl Connector<()> for PreconnectingConnector {
                     .map(|t| Box::new(t) as Box<dyn Transport>));
             }
         }
-        self.default.connect(details, chained)
+        let made = self.default.connect(details, chained)?;
+        if made.is_some() && details.config.proxy().is_none() {
+            if let Some(authority) = details.uri.authority() {
+                self.ahead.connected(authority.as_str(), &details.addrs);
+            }
+        }
+        Ok(made)
     }
 }
 
@@ -277,14 +294,6 @@ fn io_error(e: io::Error, timeout: NextTimeout) -> ureq::Error {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-
-    #[test]
-    fn authorities_get_https_port_when_they_name_none() {
-        assert_eq!(with_port("reg.example"), "reg.example:443");
-        assert_eq!(with_port("reg.example:5000"), "reg.example:5000");
-        assert_eq!(with_port("[::1]"), "[::1]:443");
-        assert_eq!(with_port("[::1]:5000"), "[::1]:5000");
-    }
 
     #[test]
     fn takes_open_connections_to_the_address_asked_only() {

@@ -423,12 +423,26 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = thread::Builder::new()
             .name("fault-proxy-conn".into())
             .spawn(move || {
-                let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                shared.peak.fetch_max(now, Ordering::SeqCst);
                 // Errors are a peer going away or sending garbage: the connection just ends.
                 let _ = handle(&shared, &stream, accepted);
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             });
+    }
+}
+
+/// Counts one request in flight while it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> InFlight<'a> {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -455,6 +469,9 @@ fn handle(shared: &Shared, client: &TcpStream, accepted: Instant) -> io::Result<
     if method.is_empty() || !target.starts_with('/') {
         return answer(&mut to_client, "GET", 400, None, &AtomicU64::new(0));
     }
+    // A request is in flight from its head to the end of its answer (a connection opened
+    // ahead of its request is not one).
+    let _in_flight = InFlight::enter(shared);
     // Faults match the whole target (query included); exchanges are recorded by path.
     let path = target.split('?').next().unwrap_or("").to_string();
     let sent = shared.record(&method, &path, request.header("range"), accepted);
