@@ -119,9 +119,9 @@ impl Ahead {
                     }
                 });
             });
-        if let Err(e) = spawned {
-            log::debug!("not opening connections ahead to {authority}: {e}");
-        }
+        // No thread (a pids limit): nothing is opened ahead, and the transfers connect as
+        // they go. Not logged: `-v` lines must not depend on how fast a registry answered.
+        drop(spawned);
     }
 
     fn put(&self, addr: SocketAddr, stream: TcpStream) {
@@ -192,7 +192,6 @@ impl Connector<()> for PreconnectingConnector {
         // A SOCKS or CONNECT proxy for this request: the connection is to the proxy.
         if details.config.proxy().is_none() {
             if let Some(stream) = self.ahead.take(&details.addrs) {
-                log::debug!("connection to {} opened ahead", details.uri);
                 let buffers = LazyBuffers::new(
                     details.config.input_buffer_size(),
                     details.config.output_buffer_size(),
