@@ -1229,6 +1229,22 @@ def summary(results, machine):
                        f"{', '.join('%.2f' % r['wall'] for r in rs)} | {med([r['wall'] for r in ok]):.2f} | "
                        f"{ratio} | {', '.join(str(x['connections']) for x in st)} | "
                        f"{', '.join(str(x['requests']) for x in st)} | {max(r['rss'] for r in ok):.1f} |")
+        lwalls = os.path.join(work, "latency-walls")
+        fine = {}
+        if os.path.exists(lwalls):
+            for line in open(lwalls):
+                tool, ms = line.rstrip("\n").split("\t")
+                fine.setdefault(tool, []).extend(float(x) for x in ms.split(","))
+        mine = [t for t in fine if t.startswith("imagec")]
+        if mine:
+            t = mine[0]
+            peer = t.replace("imagec", "skopeo")
+            if fine.get(peer):
+                out.append(f"\n{t}, timed by a Python timer (the two tools alternating, a `sync` "
+                           f"before each run): imagec {med(fine[t]):.0f} ms (min {min(fine[t]):.0f}), "
+                           f"skopeo {med(fine[peer]):.0f} ms (min {min(fine[peer]):.0f}), medians of "
+                           f"{len(fine[t])} and {len(fine[peer])} runs: "
+                           f"**{med(fine[peer]) / med(fine[t]):.2f}x**.")
     jrows = [r for r in rows if r["kind"] == "jobs"]
     if jrows:
         image = jrows[0]["image"]
