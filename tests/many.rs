@@ -114,18 +114,19 @@ fn references_are_resolved_side_by_side() {
     );
 }
 
+/// An image of 3 small random layers (4 blobs with its config).
+fn three_layers(seed: u64) -> Image {
+    let layers = (0..3).map(|i| random_layer(seed + i, 20_000)).collect();
+    image(Format::Docker, "linux", "amd64", layers)
+}
+
 /// While a slow first manifest is in flight, the connections its blobs will take are opened
 /// beside it: the blob requests come on connections accepted before the manifest was
 /// answered, so none of them waits a handshake after it. (The proxy closes each connection
 /// after one request, so every blob request is on a connection of its own.)
 #[test]
 fn blob_connections_are_opened_while_a_slow_manifest_is_in_flight() {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        (0..3).map(|i| random_layer(9560 + i, 20_000)).collect(),
-    );
+    let img = three_layers(9560);
     let plain = world().plain().host();
     push_image(&plain, "many/ahead", "1", &img);
     let proxy = support::faults::FaultProxy::start(&plain).unwrap();
@@ -244,12 +245,7 @@ impl Drop for SlowFirstRelay {
 /// a transfer takes one), with the private CA, and the pull completes over them.
 #[test]
 fn tls_is_set_up_on_connections_opened_ahead() {
-    let img = image(
-        Format::Docker,
-        "linux",
-        "amd64",
-        (0..3).map(|i| random_layer(9570 + i, 20_000)).collect(),
-    );
+    let img = three_layers(9570);
     push_image(&world().plain().host(), "many/ahead-tls", "1", &img);
     let held = std::time::Duration::from_millis(400);
     let relay = SlowFirstRelay::start(world().tls().host(), held);

@@ -12,7 +12,7 @@
 //! opened ahead and not taken within [`FRESH_FOR`], or closed by the server meanwhile, is
 //! dropped rather than used.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,10 +61,9 @@ struct Want {
 #[derive(Debug, Default)]
 pub struct Ahead {
     ready: Mutex<Vec<(SocketAddr, TcpStream, Instant)>>,
-    /// By authority (`host[:port]`, lowercase, as URLs name it).
-    wants: Mutex<HashMap<String, Want>>,
-    /// Authorities already asked for: once per host and run.
-    asked: Mutex<HashSet<String>>,
+    /// By authority (`host[:port]`, lowercase, as URLs name it), every host asked for once
+    /// per run: its wish until its first connection is made (None after, or for none).
+    wants: Mutex<HashMap<String, Option<Want>>>,
 }
 
 impl Ahead {
@@ -74,16 +73,14 @@ impl Ahead {
     /// and run; failures are left for the requests themselves to meet and report.
     pub fn want(&self, authority: &str, n: usize, timeout: Duration) -> Opening {
         let answered = Arc::new(AtomicBool::new(false));
-        let authority = authority.to_ascii_lowercase();
-        let first = lock(&self.asked).insert(authority.clone());
-        if n > 0 && first {
-            let want = Want {
-                n: n.min(MAX_AHEAD),
-                timeout,
-                answered: answered.clone(),
-            };
-            lock(&self.wants).insert(authority, want);
-        }
+        let want = (n > 0).then(|| Want {
+            n: n.min(MAX_AHEAD),
+            timeout,
+            answered: answered.clone(),
+        });
+        lock(&self.wants)
+            .entry(authority.to_ascii_lowercase())
+            .or_insert(want);
         Opening(answered)
     }
 
@@ -91,7 +88,10 @@ impl Ahead {
     /// `addrs`: when that host wants connections ahead, start opening them (after
     /// [`OPEN_AFTER`], if its request has no answer by then).
     fn connected(self: &Arc<Self>, authority: &str, addrs: &[SocketAddr]) {
-        let Some(want) = lock(&self.wants).remove(&authority.to_ascii_lowercase()) else {
+        let want = lock(&self.wants)
+            .get_mut(&authority.to_ascii_lowercase())
+            .and_then(Option::take);
+        let Some(want) = want else {
             return;
         };
         let addrs = addrs.to_vec();
@@ -190,7 +190,8 @@ impl Connector<()> for PreconnectingConnector {
         chained: Option<()>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
         // A SOCKS or CONNECT proxy for this request: the connection is to the proxy.
-        if details.config.proxy().is_none() {
+        let direct = details.config.proxy().is_none();
+        if direct {
             if let Some(stream) = self.ahead.take(&details.addrs) {
                 let buffers = LazyBuffers::new(
                     details.config.input_buffer_size(),
@@ -209,7 +210,7 @@ impl Connector<()> for PreconnectingConnector {
             }
         }
         let made = self.default.connect(details, chained)?;
-        if made.is_some() && details.config.proxy().is_none() {
+        if made.is_some() && direct {
             if let Some(authority) = details.uri.authority() {
                 self.ahead.connected(authority.as_str(), &details.addrs);
             }
